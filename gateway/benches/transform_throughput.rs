@@ -1,0 +1,106 @@
+//! Throughput of a transform component against the same transform compiled
+//! natively, at batch sizes 1, 64 and 1024, on ~600-byte JSON records.
+//!
+//! Run: `cargo bench -p sluice --bench transform_throughput`
+//! (`BENCH_RECORDS=N` sets the records per measurement; default 200000.)
+//!
+//! Both sides include building the input records from bytes, as the
+//! gateway must; the WASM side also includes copying them into and out of
+//! the guest, which is the cost being measured.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use sluice::wasm::{self, HostConfig, WasmHost, Worker};
+use sluice_sdk::{Record, Transform};
+
+/// A JumpCloud Directory Insights-like event of about 600 bytes.
+fn event(i: usize) -> Vec<u8> {
+    format!(
+        concat!(
+            r#"{{"id":"65f1c0de9a8b7c6d5e4f{i:04}","event_type":"user_login_attempt","service":"directory","#,
+            r#""timestamp":"2025-06-18T01:40:48.953462371Z","success":true,"client_ip":"203.0.113.{o}","#,
+            r#""organization":"5f0c1d2e3a4b5c6d7e8f9a0b","username":"jane.doe","mfa":true,"#,
+            r#""initiated_by":{{"id":"5f0c1d2e3a4b5c6d7e8f{i:04}","type":"user","username":"jane.doe"}},"#,
+            r#""geoip":{{"continent_code":"EU","country_code":"NL","region_code":"NH","region_name":"North Holland","timezone":"Europe/Amsterdam","latitude":52.3676,"longitude":4.9041}},"#,
+            r#""useragent":{{"name":"Chrome","major":"125","os":"Mac OS X","os_name":"Mac OS X","os_version":"10.15.7","device":"Mac","version":"125.0.0.0"}},"#,
+            r#""auth_context":{{"auth_methods":{{"password":{{"success":true}}}}}},"@version":"1"}}"#
+        ),
+        i = i % 10000,
+        o = i % 250
+    )
+    .into_bytes()
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn bench_wasm(worker: &mut Worker, inputs: &[Vec<u8>], batch: usize) -> Duration {
+    let start = Instant::now();
+    for chunk in inputs.chunks(batch) {
+        let records: Vec<_> = chunk
+            .iter()
+            .map(|d| wasm::input_record(d.clone(), "bench", "2026-01-01T00:00:00Z", None))
+            .collect();
+        let results = worker.process(&records).expect("wasm batch");
+        black_box(results);
+    }
+    start.elapsed()
+}
+
+fn bench_native(t: &mut add_fields::AddFields, inputs: &[Vec<u8>], batch: usize) -> Duration {
+    let start = Instant::now();
+    for chunk in inputs.chunks(batch) {
+        let records: Vec<Record> = chunk
+            .iter()
+            .map(|d| Record {
+                data: d.clone(),
+                source: "bench".into(),
+                received_at: "2026-01-01T00:00:00Z".into(),
+                route: None,
+                metadata: Vec::new(),
+            })
+            .collect();
+        black_box(sluice_sdk::process_batch(t, records));
+    }
+    start.elapsed()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
+    // useful either: with no records requested beyond a smoke run, stay quick.
+    let n: usize = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let inputs: Vec<Vec<u8>> = (0..n).map(event).collect();
+    let avg = inputs.iter().map(Vec::len).sum::<usize>() / inputs.len();
+
+    let host = WasmHost::new(HostConfig {
+        cache_dir: None,
+        ..HostConfig::default()
+    })
+    .expect("host");
+    let builtin = sluice::builtins::find("add-fields").expect("add-fields is built in");
+    let component = host
+        .load(builtin.name, builtin.bytes)
+        .expect("load add-fields");
+    let config = vec![("observer.vendor".to_string(), "sluice".to_string())];
+    let mut worker = Worker::new(component, config.clone()).expect("instantiate");
+    let mut native = add_fields::AddFields::new(sluice_sdk::Config::new(config)).expect("native");
+
+    println!("add-fields, {n} records of {avg} bytes on average, one core");
+    println!(
+        "{:>6}  {:>14}  {:>14}  {:>10}",
+        "batch", "wasm rec/s", "native rec/s", "slowdown"
+    );
+    for batch in [1usize, 64, 1024] {
+        // Warm up: first calls fault in memory and caches.
+        bench_wasm(&mut worker, &inputs[..inputs.len().min(5000)], batch);
+        bench_native(&mut native, &inputs[..inputs.len().min(5000)], batch);
+        let w = rate(n, bench_wasm(&mut worker, &inputs, batch));
+        let nat = rate(n, bench_native(&mut native, &inputs, batch));
+        println!("{batch:>6}  {w:>14.0}  {nat:>14.0}  {:>9.2}x", nat / w);
+    }
+}

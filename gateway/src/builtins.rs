@@ -1,0 +1,85 @@
+//! The transforms built into the binary, and resolving a transform
+//! reference (a built-in name or a `.wasm` path) to a loaded component.
+
+use crate::wasm::{TransformComponent, WasmError, WasmHost};
+use std::path::Path;
+
+/// A transform component embedded in the binary at build time.
+#[derive(Debug)]
+pub struct Builtin {
+    /// Its name, e.g. `add-fields` (the crate name under `transforms/`).
+    pub name: &'static str,
+    /// Lower-case hex sha256 of `bytes`, computed at build time.
+    pub sha256: &'static str,
+    /// The component.
+    pub bytes: &'static [u8],
+}
+
+include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+
+/// The built-in called `name`.
+pub fn find(name: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().find(|b| b.name == name)
+}
+
+/// Why a transform reference could not be resolved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Neither a built-in nor a file.
+    #[error("unknown transform `{name}`: not a built-in ({known}) and no such file")]
+    Unknown {
+        /// The reference as given.
+        name: String,
+        /// The built-in names.
+        known: String,
+    },
+    /// Found, but loading failed.
+    #[error(transparent)]
+    Load(#[from] WasmError),
+}
+
+/// Loads `reference`: a path (anything with a `/` or ending in `.wasm`, or
+/// an existing file) is read from disk; otherwise it names a built-in.
+///
+/// # Errors
+///
+/// [`ResolveError::Unknown`] or the loading error.
+pub fn resolve(host: &WasmHost, reference: &str) -> Result<TransformComponent, ResolveError> {
+    let looks_like_path = reference.contains('/') || reference.ends_with(".wasm");
+    if looks_like_path || (find(reference).is_none() && Path::new(reference).is_file()) {
+        return Ok(host.load_file(Path::new(reference))?);
+    }
+    match find(reference) {
+        Some(b) => Ok(host.load(b.name, b.bytes)?),
+        None => Err(ResolveError::Unknown {
+            name: reference.to_string(),
+            known: BUILTINS
+                .iter()
+                .map(|b| b.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_sorted_components_with_matching_digests() {
+        assert!(!BUILTINS.is_empty());
+        assert!(BUILTINS.windows(2).all(|w| w[0].name < w[1].name));
+        for b in BUILTINS {
+            assert_eq!(
+                &b.bytes[..8],
+                b"\0asm\x0d\x00\x01\x00",
+                "{} is a component",
+                b.name
+            );
+            assert_eq!(crate::util::hex_sha256(b.bytes), b.sha256, "{}", b.name);
+        }
+        assert!(find("add-fields").is_some());
+        assert!(find("nope").is_none());
+    }
+}

@@ -1,0 +1,4 @@
+//! Command implementations behind the `sluice` CLI. Each returns a typed
+//! error; `main` maps errors to exit statuses.
+
+pub mod transform;

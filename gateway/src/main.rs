@@ -1,0 +1,173 @@
+//! The `sluice` command line. Glue only: parse arguments, set up logging,
+//! call into the library, map the outcome to an exit status:
+//! 0 success, 1 some records failed, 2 usage, configuration or component
+//! error.
+
+use clap::{Args, Parser, Subcommand};
+use sluice::commands::transform::{self, RunOptions};
+use sluice::encoding::Encoding;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Edge gateway for security and IoT telemetry"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); also read from SLUICE_LOG.
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Work with transform components.
+    #[command(subcommand)]
+    Transform(TransformCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TransformCommand {
+    /// List the built-in transforms with their sha256.
+    List,
+    /// Run newline-delimited records through a transform.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// A built-in name (see `sluice transform list`) or a path to a .wasm component.
+    transform: String,
+    /// Transform configuration, repeatable.
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// Read records from this file instead of stdin.
+    #[arg(long, short = 'i')]
+    input: Option<PathBuf>,
+    /// Output encoding.
+    #[arg(long, short = 'o', value_enum, default_value_t = Encoding::Jsonl)]
+    output: Encoding,
+    /// Records per call into the component.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    batch: u32,
+    /// The `source` name given to records.
+    #[arg(long, default_value = "cli")]
+    source: String,
+    /// Deadline per call, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    deadline_ms: u64,
+    /// Memory cap per instance, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    memory_mib: u64,
+    /// Where compiled components are cached (default: $SLUICE_CACHE_DIR, or ~/.cache/sluice).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Do not use the compiled-component cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    match cli.command {
+        Command::Transform(TransformCommand::List) => {
+            let stdout = std::io::stdout();
+            match transform::list(&mut stdout.lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&anyhow::Error::from(e).context("cannot write the list")),
+            }
+        }
+        Command::Transform(TransformCommand::Run(args)) => run_transform(args),
+    }
+}
+
+fn run_transform(args: RunArgs) -> ExitCode {
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir
+            .or_else(sluice::wasm::HostConfig::default_cache_dir)
+    };
+    let opts = RunOptions {
+        transform: args.transform,
+        config: args.config,
+        output: args.output,
+        batch: args.batch as usize,
+        source: args.source,
+        deadline: Duration::from_millis(args.deadline_ms),
+        memory_cap: (args.memory_mib as usize) << 20,
+        cache_dir,
+    };
+    let mut input: Box<dyn BufRead> = match &args.input {
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
+            Err(e) => {
+                return fail(&anyhow::anyhow!(
+                    "cannot open input {}: {e}",
+                    path.display()
+                ));
+            }
+        },
+        None => Box::new(BufReader::with_capacity(1 << 16, std::io::stdin())),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let stderr = std::io::stderr();
+    let mut errors = stderr.lock();
+    let result = transform::run(&opts, &mut input, &mut out, &mut errors);
+    let _ = out.flush();
+    drop(errors);
+    match result {
+        Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
+        Ok(summary) => {
+            eprintln!(
+                "sluice: {} of {} records failed (see the JSON lines above)",
+                summary.failed, summary.records
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => fail(&e.into()),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "sluice: error: {e:#}");
+    ExitCode::from(2)
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("sluice: ignoring bad log filter {filter:?}: {e}");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

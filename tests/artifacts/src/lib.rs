@@ -1,0 +1,3 @@
+//! Paths of the hostile test components, built by this crate's build script.
+
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));

@@ -1,0 +1,198 @@
+//! `sluice transform list` and `sluice transform run` on well-behaved input.
+
+use crate::support::{run_with, sluice, transform_run};
+use std::time::Duration;
+
+#[test]
+fn list_shows_every_builtin_with_its_sha256() {
+    let run = run_with(
+        {
+            let mut c = sluice();
+            c.args(["transform", "list"]);
+            c
+        },
+        "",
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for b in sluice::builtins::BUILTINS {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(b.name));
+        let line = line.unwrap_or_else(|| panic!("{} not listed:\n{}", b.name, run.stdout));
+        let digest = line.split_whitespace().nth(1).unwrap();
+        assert_eq!(digest, sluice::util::hex_sha256(b.bytes));
+    }
+    assert!(run.stdout.contains("add-fields"));
+}
+
+#[test]
+fn add_fields_adds_config_to_each_object() {
+    let run = transform_run(&["add-fields", "--config", "x=y"], "{\"a\":1}\n");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "{\"a\":1,\"x\":\"y\"}\n"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn record_errors_are_reported_per_line_and_processing_continues() {
+    let input = "{\"a\":1}\nnot json\n\n[1,2]\r\n{\"b\":2}\n";
+    let run = transform_run(&["add-fields", "-c", "k=v", "--batch", "2"], input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "{\"a\":1,\"k\":\"v\"}\n{\"b\":2,\"k\":\"v\"}\n");
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 2, "{}", run.stderr);
+    assert_eq!(errors[0]["line"], 2);
+    assert_eq!(errors[0]["error"]["kind"], "invalid-input");
+    assert!(
+        errors[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    assert_eq!(errors[1]["line"], 4, "blank line 3 is skipped but counted");
+    assert!(
+        errors[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected a JSON object")
+    );
+    assert!(
+        run.stderr.contains("2 of 4 records failed"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn csv_output_has_header_and_rfc4180_rows() {
+    let input =
+        "{\"id\":1,\"name\":\"a,b\"}\n{\"id\":2,\"name\":null}\n{\"id\":3,\"extra\":true}\n";
+    let run = transform_run(&["add-fields", "--output", "csv"], input);
+    assert_eq!(
+        run.code, 1,
+        "the third record adds a column: {}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, "\"id\",\"name\"\r\n\"1\",\"a,b\"\r\n\"2\",\r\n");
+    let errors = run.error_lines();
+    assert_eq!(errors[0]["line"], 3);
+    assert_eq!(errors[0]["error"]["kind"], "encode");
+}
+
+#[test]
+fn input_file_many_batches_keep_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let input: String = (0..1000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    std::fs::write(&path, &input).unwrap();
+    let run = transform_run(
+        &[
+            "add-fields",
+            "--input",
+            path.to_str().unwrap(),
+            "--batch",
+            "7",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(got.len(), 1000);
+    for (i, line) in got.iter().enumerate() {
+        assert_eq!(*line, format!("{{\"i\":{i}}}"));
+    }
+}
+
+#[test]
+fn rejected_config_is_exit_2_naming_the_key() {
+    let run = transform_run(&["add-fields", "--config", "a..b=x"], "{}\n");
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("transform `add-fields` rejected its configuration: key `a..b`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn unknown_transform_and_bad_files_are_exit_2() {
+    let run = transform_run(&["no-such-transform"], "");
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("unknown transform `no-such-transform`: not a built-in (add-fields"),
+        "{}",
+        run.stderr
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    let run = transform_run(&[text.to_str().unwrap()], "");
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("not a WebAssembly component (no `\\0asm` header"),
+        "{}",
+        run.stderr
+    );
+
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let run = transform_run(&[core.to_str().unwrap()], "");
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("core WebAssembly module, not a component"),
+        "{}",
+        run.stderr
+    );
+
+    let run = transform_run(&[dir.path().join("missing.wasm").to_str().unwrap()], "");
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("cannot read"), "{}", run.stderr);
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    let run = transform_run(&["add-fields", "--config", "novalue"], "");
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("expected KEY=VALUE"), "{}", run.stderr);
+    let run = transform_run(&["add-fields", "--batch", "0"], "");
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn second_run_loads_the_compiled_component_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let go = || {
+        let mut c = sluice();
+        c.env("SLUICE_CACHE_DIR", cache.path())
+            .env("SLUICE_LOG", "sluice=debug");
+        c.args(["transform", "run", "add-fields"]);
+        run_with(c, "{}\n", Duration::from_secs(60))
+    };
+    let first = go();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stderr.contains("cache miss"), "{}", first.stderr);
+    let entries: Vec<_> = std::fs::read_dir(cache.path().join("wasm"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "one compiled artifact, no temp files left"
+    );
+    let second = go();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stderr.contains("cache hit"), "{}", second.stderr);
+    assert!(!second.stderr.contains("cache miss"), "{}", second.stderr);
+}

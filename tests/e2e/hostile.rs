@@ -1,0 +1,151 @@
+//! Hostile components: each must give a clear error within its limits,
+//! fail only what it should, and never crash the host.
+
+use crate::support::transform_run;
+use sluice_test_artifacts::{HOSTILE_COMPONENT, WRONG_WORLD_COMPONENT};
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(
+            unused_imports,
+            reason = "only checks that a test with this name exists"
+        )]
+        use self::$name as _;
+    };
+}
+sluice_test_artifacts::foreach_guest!(assert_test_exists);
+
+fn hostile(mode: &str, extra: &[&str], input: &str) -> crate::support::Run {
+    let mode = format!("mode={mode}");
+    let mut args = vec![HOSTILE_COMPONENT, "--config", mode.as_str()];
+    args.extend_from_slice(extra);
+    transform_run(&args, input)
+}
+
+mod hostile {
+    use super::hostile;
+
+    #[test]
+    fn infinite_loop_hits_the_deadline_and_later_batches_recover() {
+        let run = hostile(
+            "loop",
+            &["--batch", "1", "--deadline-ms", "200"],
+            "ok1\nspin\nok2\n",
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert_eq!(
+            run.stdout, "ok1\nok2\n",
+            "the batches around the bad one go through"
+        );
+        let errors = run.error_lines();
+        assert_eq!(errors.len(), 1, "{}", run.stderr);
+        assert_eq!(errors[0]["line"], 2);
+        assert_eq!(errors[0]["error"]["kind"], "deadline");
+        let msg = errors[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with("transform `hostile` exceeded its deadline of 200ms"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn memory_bomb_hits_the_cap() {
+        let run = hostile("membomb", &["--memory-mib", "16"], "bomb\n");
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let errors = run.error_lines();
+        assert_eq!(errors[0]["error"]["kind"], "memory-cap", "{}", run.stderr);
+        let msg = errors[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("transform `hostile` exceeded its memory cap of 16 MiB"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn panic_is_a_trap_with_the_panic_message_and_fails_only_its_batch() {
+        let run = hostile("trap", &["--batch", "3"], "a\nboom\nc\nd\n");
+        assert_eq!(run.code, 1);
+        assert_eq!(run.stdout, "d\n", "only the batch after the trap survives");
+        let errors = run.error_lines();
+        let lines: Vec<u64> = errors.iter().map(|e| e["line"].as_u64().unwrap()).collect();
+        assert_eq!(lines, [1, 2, 3]);
+        let msg = errors[0]["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("transform `hostile` trapped: "), "{msg}");
+        assert!(
+            msg.contains("hostile guest: boom"),
+            "the guest's panic message is kept: {msg}"
+        );
+    }
+
+    #[test]
+    fn guest_stderr_is_attached_and_stdout_is_discarded() {
+        let run = hostile("stderr", &[], "boom\n");
+        assert_eq!(run.code, 1);
+        assert_eq!(run.stdout, "", "a guest cannot write to our stdout");
+        let msg = run.error_lines()[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("about to fail"), "{msg}");
+    }
+
+    #[test]
+    fn loop_during_create_is_exit_2_with_deadline() {
+        let run = hostile("init-loop", &["--deadline-ms", "200"], "x\n");
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("transform `hostile` exceeded its deadline of 200ms"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
+    fn trap_during_create_is_exit_2() {
+        let run = hostile("init-trap", &[], "x\n");
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("transform `hostile` trapped"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("trap during create"), "{}", run.stderr);
+    }
+
+    #[test]
+    fn config_rejected_by_guest_is_exit_2() {
+        let run = hostile("reject", &[], "x\n");
+        assert_eq!(run.code, 2);
+        assert!(
+            run.stderr
+                .contains("rejected its configuration: key `mode`: rejected on purpose"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
+    fn well_behaved_records_pass() {
+        let run = hostile("trap", &[], "a\nb\n");
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (0, "a\nb\n"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn wrong_world() {
+    let run = transform_run(&[WRONG_WORLD_COMPONENT], "x\n");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "transform `wrong_world`: does not implement `sluice:transform/transformer@0.1.0`"
+        ),
+        "{}",
+        run.stderr
+    );
+}

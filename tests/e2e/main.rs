@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `sluice` binary, real components.
+//!
+//! One test binary with a module per topic (wasmtime's `tests/all`
+//! pattern), so the heavy dependency graph links once.
+
+mod cli;
+mod hostile;
+mod support;
