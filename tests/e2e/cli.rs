@@ -112,12 +112,9 @@ fn input_file_many_batches_keep_order() {
 #[test]
 fn rejected_config_is_exit_2_naming_the_key() {
     let run = transform_run(&["add-fields", "--config", "a..b=x"], "{}\n");
-    assert_eq!(run.code, 2);
-    assert!(
-        run.stderr
-            .contains("transform `add-fields` rejected its configuration: key `a..b`"),
-        "{}",
-        run.stderr
+    run.expect_failure(
+        2,
+        "transform `add-fields` rejected its configuration: key `a..b`",
     );
     assert_eq!(run.stdout, "");
 }
@@ -125,47 +122,30 @@ fn rejected_config_is_exit_2_naming_the_key() {
 #[test]
 fn unknown_transform_and_bad_files_are_exit_2() {
     let run = transform_run(&["no-such-transform"], "");
-    assert_eq!(run.code, 2);
-    assert!(
-        run.stderr
-            .contains("unknown transform `no-such-transform`: not a built-in (add-fields"),
-        "{}",
-        run.stderr
+    run.expect_failure(
+        2,
+        "unknown transform `no-such-transform`: not a built-in (add-fields",
     );
 
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, "hello").unwrap();
     let run = transform_run(&[text.to_str().unwrap()], "");
-    assert_eq!(run.code, 2);
-    assert!(
-        run.stderr
-            .contains("not a WebAssembly component (no `\\0asm` header"),
-        "{}",
-        run.stderr
-    );
+    run.expect_failure(2, "not a WebAssembly component (no `\\0asm` header");
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let run = transform_run(&[core.to_str().unwrap()], "");
-    assert_eq!(run.code, 2);
-    assert!(
-        run.stderr
-            .contains("core WebAssembly module, not a component"),
-        "{}",
-        run.stderr
-    );
+    run.expect_failure(2, "core WebAssembly module, not a component");
 
     let run = transform_run(&[dir.path().join("missing.wasm").to_str().unwrap()], "");
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("cannot read"), "{}", run.stderr);
+    run.expect_failure(2, "cannot read");
 }
 
 #[test]
 fn usage_errors_are_exit_2() {
     let run = transform_run(&["add-fields", "--config", "novalue"], "");
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("expected KEY=VALUE"), "{}", run.stderr);
+    run.expect_failure(2, "expected KEY=VALUE");
     let run = transform_run(&["add-fields", "--batch", "0"], "");
     assert_eq!(run.code, 2);
 }

@@ -92,36 +92,22 @@ mod hostile {
     #[test]
     fn loop_during_create_is_exit_2_with_deadline() {
         let run = hostile("init-loop", &["--deadline-ms", "200"], "x\n");
-        assert_eq!(run.code, 2, "{}", run.stderr);
-        assert!(
-            run.stderr
-                .contains("transform `hostile` exceeded its deadline of 200ms"),
-            "{}",
-            run.stderr
-        );
+        run.expect_failure(2, "transform `hostile` exceeded its deadline of 200ms");
     }
 
     #[test]
     fn trap_during_create_is_exit_2() {
         let run = hostile("init-trap", &[], "x\n");
-        assert_eq!(run.code, 2, "{}", run.stderr);
-        assert!(
-            run.stderr.contains("transform `hostile` trapped"),
-            "{}",
-            run.stderr
-        );
+        run.expect_failure(2, "transform `hostile` trapped");
         assert!(run.stderr.contains("trap during create"), "{}", run.stderr);
     }
 
     #[test]
     fn config_rejected_by_guest_is_exit_2() {
         let run = hostile("reject", &[], "x\n");
-        assert_eq!(run.code, 2);
-        assert!(
-            run.stderr
-                .contains("rejected its configuration: key `mode`: rejected on purpose"),
-            "{}",
-            run.stderr
+        run.expect_failure(
+            2,
+            "rejected its configuration: key `mode`: rejected on purpose",
         );
     }
 
@@ -140,12 +126,8 @@ mod hostile {
 #[test]
 fn wrong_world() {
     let run = transform_run(&[WRONG_WORLD_COMPONENT], "x\n");
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "transform `wrong_world`: does not implement `sluice:transform/transformer@0.1.0`"
-        ),
-        "{}",
-        run.stderr
+    run.expect_failure(
+        2,
+        "transform `wrong_world`: does not implement `sluice:transform/transformer@0.1.0`",
     );
 }

@@ -31,6 +31,17 @@ pub struct Run {
 }
 
 impl Run {
+    /// Asserts the exit status and that stderr says `needle`.
+    #[track_caller]
+    pub fn expect_failure(&self, code: i32, needle: &str) {
+        assert_eq!(self.code, code, "exit status; stderr: {}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
+    }
+
     /// The JSON error lines on stderr.
     pub fn error_lines(&self) -> Vec<serde_json::Value> {
         self.stderr
