@@ -427,6 +427,9 @@ impl TransformInstance {
     /// the transform answers with the wrong number of results.
     pub fn process(&mut self, batch: &[InputRecord]) -> Result<Vec<RecordResult>, WasmError> {
         set_deadline(&mut self.store, self.component.host.inner.config.deadline);
+        // A guest may survive a refused allocation (`try_reserve`); only a
+        // refusal during this call may explain a trap in this call.
+        self.store.data_mut().limiter.hit = false;
         let results = self
             .world
             .sluice_transform_transformer()
