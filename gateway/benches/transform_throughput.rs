@@ -1,5 +1,5 @@
-//! Throughput of a transform component against the same transform compiled
-//! natively, at batch sizes 1, 64 and 1024, on ~600-byte JSON records.
+//! Throughput of the built-in transform components (add-fields,
+//! ecs-jumpcloud) against the same transforms compiled natively, at batch sizes 1, 64 and 1024, on ~600-byte JSON records.
 //!
 //! Run: `cargo bench -p sluice --bench transform_throughput`
 //! (`BENCH_RECORDS=N` sets the records per measurement; default 200000.)
@@ -49,7 +49,7 @@ fn bench_wasm(worker: &mut Worker, inputs: &[Vec<u8>], batch: usize) -> Duration
     start.elapsed()
 }
 
-fn bench_native(t: &mut add_fields::AddFields, inputs: &[Vec<u8>], batch: usize) -> Duration {
+fn bench_native<T: Transform>(t: &mut T, inputs: &[Vec<u8>], batch: usize) -> Duration {
     let start = Instant::now();
     for chunk in inputs.chunks(batch) {
         let records: Vec<Record> = chunk
@@ -68,8 +68,6 @@ fn bench_native(t: &mut add_fields::AddFields, inputs: &[Vec<u8>], batch: usize)
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
-    // useful either: with no records requested beyond a smoke run, stay quick.
     let n: usize = std::env::var("BENCH_RECORDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -82,25 +80,37 @@ fn main() {
         ..HostConfig::default()
     })
     .expect("host");
-    let builtin = sluice::builtins::find("add-fields").expect("add-fields is built in");
-    let component = host
-        .load(builtin.name, builtin.bytes)
-        .expect("load add-fields");
-    let config = vec![("observer.vendor".to_string(), "sluice".to_string())];
-    let mut worker = Worker::new(component, config.clone()).expect("instantiate");
-    let mut native = add_fields::AddFields::new(sluice_sdk::Config::new(config)).expect("native");
+    println!("{n} records of {avg} bytes on average, one core");
+    let add = vec![("observer.vendor".to_string(), "sluice".to_string())];
+    compare::<add_fields::AddFields>(&host, "add-fields", add, &inputs);
+    compare::<ecs_jumpcloud::EcsJumpcloud>(&host, "ecs-jumpcloud", Vec::new(), &inputs);
+}
 
-    println!("add-fields, {n} records of {avg} bytes on average, one core");
+/// Prints records/s for the built-in `name` as wasm and natively (`T`).
+fn compare<T: Transform>(
+    host: &WasmHost,
+    name: &str,
+    config: Vec<(String, String)>,
+    inputs: &[Vec<u8>],
+) {
+    let n = inputs.len();
+    let builtin = sluice::builtins::find(name).expect("built in");
+    let component = host.load(builtin.name, builtin.bytes).expect("load");
+    let mut worker = Worker::new(component, config.clone()).expect("instantiate");
+    let mut native =
+        T::new(sluice_sdk::Config::new(config)).unwrap_or_else(|e| panic!("native {name}: {e}"));
+
+    println!("\n{name}");
     println!(
-        "{:>6}  {:>14}  {:>14}  {:>10}",
+        "{:>6}  {:>14}  {:>14}  {:>9}",
         "batch", "wasm rec/s", "native rec/s", "slowdown"
     );
     for batch in [1usize, 64, 1024] {
         // Warm up: first calls fault in memory and caches.
-        bench_wasm(&mut worker, &inputs[..inputs.len().min(5000)], batch);
-        bench_native(&mut native, &inputs[..inputs.len().min(5000)], batch);
-        let w = rate(n, bench_wasm(&mut worker, &inputs, batch));
-        let nat = rate(n, bench_native(&mut native, &inputs, batch));
-        println!("{batch:>6}  {w:>14.0}  {nat:>14.0}  {:>9.2}x", nat / w);
+        bench_wasm(&mut worker, &inputs[..n.min(5000)], batch);
+        bench_native(&mut native, &inputs[..n.min(5000)], batch);
+        let w = rate(n, bench_wasm(&mut worker, inputs, batch));
+        let nat = rate(n, bench_native(&mut native, inputs, batch));
+        println!("{batch:>6}  {w:>14.0}  {nat:>14.0}  {:>8.2}x", nat / w);
     }
 }
