@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # The main job, until the gateway's `sluice run` lands: build sluice and run
-# a sample of JumpCloud-like events through the built-in add-fields
-# transform, printing the transformed records.
+# sample JumpCloud Directory Insights events through the built-in
+# ecs-jumpcloud transform, printing the ECS documents.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p sluice
 target/release/sluice transform list
-target/release/sluice transform run add-fields \
-  --config observer.vendor=sluice --config observer.type=gateway \
-  --input examples/jumpcloud-events.jsonl
+target/release/sluice transform run ecs-jumpcloud --input examples/jumpcloud-events.jsonl
