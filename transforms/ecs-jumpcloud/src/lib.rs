@@ -92,7 +92,6 @@ impl Transform for EcsJumpcloud {
     }
 
     fn process(&mut self, record: Record, out: &mut Emit) -> Result<(), RecordError> {
-        let original = String::from_utf8_lossy(&record.data).into_owned();
         let parsed: Result<Value, _> = sluice_sdk::serde_json::from_slice(&record.data);
         let service = parsed
             .as_ref()
@@ -100,11 +99,21 @@ impl Transform for EcsJumpcloud {
             .and_then(|v| json::get_str(v, "service"))
             .map(str::to_string);
         let route = format!("jumpcloud.{}", service.as_deref().unwrap_or("unknown"));
-        let doc = match parsed {
-            Ok(event) => self
-                .map(event, &original)
-                .unwrap_or_else(|e| self.failure(&original, &e)),
-            Err(e) => self.failure(&original, &format!("cannot parse event as JSON: {e}")),
+        // The bytes move into `event.original` without a copy when they are
+        // UTF-8 (they are whenever they parsed as JSON).
+        let original = String::from_utf8(record.data)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let doc = match parsed.map_err(|e| format!("cannot parse event as JSON: {e}")) {
+            Ok(event) => match self.map(event) {
+                Ok(mut doc) => {
+                    // 2: into the `event` object `map` created, so key
+                    // order is as if it had been set there.
+                    json::set(&mut doc, "event.original", Value::String(original))?;
+                    doc
+                }
+                Err(e) => self.failure(original, &e),
+            },
+            Err(e) => self.failure(original, &e),
         };
         out.emit_json_routed(&doc, route);
         Ok(())
@@ -113,7 +122,7 @@ impl Transform for EcsJumpcloud {
 
 impl EcsJumpcloud {
     /// Maps one event; `Err` carries the failure message (rule 20).
-    fn map(&self, mut ev: Value, original: &str) -> Result<Value, String> {
+    fn map(&self, mut ev: Value) -> Result<Value, String> {
         // 4: over the whole document; the only other fields at that point
         // are ecs.version and event.original, which are never empty.
         json::drop_empty(&mut ev);
@@ -222,7 +231,6 @@ impl EcsJumpcloud {
 
         // 6 (placed last so the raw fields can be read above).
         set(&mut doc, "jumpcloud.event", ev)?;
-        set(&mut doc, "event.original", original.into())?;
         let tags = self.tags(&[]);
         if !tags.is_empty() {
             set(&mut doc, "tags", tags.into())?;
@@ -231,7 +239,7 @@ impl EcsJumpcloud {
     }
 
     /// The failure document of rule 20: the original kept, the error said.
-    fn failure(&self, original: &str, message: &str) -> Value {
+    fn failure(&self, original: String, message: &str) -> Value {
         json!({
             "ecs": {"version": ECS_VERSION},
             "event": {"original": original, "kind": "pipeline_error"},
