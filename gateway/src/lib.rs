@@ -8,10 +8,25 @@
 //! - [`wasm`]: the component host (engine, limits, instances, workers);
 //! - [`builtins`]: the transforms embedded in the binary;
 //! - [`encoding`]: JSON lines and CSV, shared by the CLI and the sinks;
+//! - [`config`]: the TOML config, its validation and secrets;
+//! - [`sources`]: the HTTPS push source and its server loop;
+//! - [`pipeline`]: transforms applied to a source's records;
+//! - [`spool`]: the durable SQLite spool (and poller checkpoints);
+//! - [`sinks`]: object delivery (local directory);
+//! - [`metrics`], [`admin`]: Prometheus metrics, health endpoints;
+//! - [`tls`]: certificates for the listeners;
 //! - [`commands`]: what the CLI's subcommands do.
 
+pub mod admin;
 pub mod builtins;
 pub mod commands;
+pub mod config;
 pub mod encoding;
+pub mod metrics;
+pub mod pipeline;
+pub mod sinks;
+pub mod sources;
+pub mod spool;
+pub mod tls;
 pub mod util;
 pub mod wasm;

@@ -22,7 +22,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax); also read from SLUICE_LOG.
-    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "warn")]
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -36,6 +36,19 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway: listeners, pipelines, spool and sinks.
+    Run {
+        /// The config file.
+        #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file (syntax, references, secrets, transform pins)
+    /// without starting anything.
+    Check {
+        /// The config file.
+        #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
     /// Work with transform components.
     #[command(subcommand)]
     Transform(TransformCommand),
@@ -101,6 +114,54 @@ fn main() -> ExitCode {
             }
         }
         Command::Transform(TransformCommand::Run(args)) => run_transform(args),
+        Command::Run { config } => run_gateway(&config),
+        Command::Check { config } => match sluice::commands::check::check(&config) {
+            Ok(summary) => {
+                println!("{}: ok ({summary})", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.into()),
+        },
+    }
+}
+
+fn run_gateway(path: &std::path::Path) -> ExitCode {
+    let config = match sluice::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.into()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(sluice::commands::run::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.into()),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 
@@ -163,8 +224,10 @@ fn init_logging(format: LogFormat, filter: &str) {
         eprintln!("sluice: ignoring bad log filter {filter:?}: {e}");
         tracing_subscriber::EnvFilter::new("warn")
     });
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

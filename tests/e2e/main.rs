@@ -5,5 +5,8 @@
 
 mod builtins;
 mod cli;
+mod durability;
+mod gw;
 mod hostile;
+mod push;
 mod support;

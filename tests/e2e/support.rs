@@ -108,3 +108,14 @@ pub fn transform_run(args: &[&str], stdin: &str) -> Run {
     cmd.args(["transform", "run"]).args(args);
     run_with(cmd, stdin, Duration::from_secs(60))
 }
+
+/// `promtool`, as `scripts/setup.sh` installs it (from Debian's
+/// `prometheus` package) into the target folder, or from `PATH`.
+pub fn promtool() -> PathBuf {
+    let local = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../tools/promtool");
+    if local.is_file() {
+        local
+    } else {
+        PathBuf::from("promtool")
+    }
+}

@@ -1,4 +1,6 @@
 //! Command implementations behind the `sluice` CLI. Each returns a typed
 //! error; `main` maps errors to exit statuses.
 
+pub mod check;
+pub mod run;
 pub mod transform;

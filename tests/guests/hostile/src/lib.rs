@@ -9,7 +9,9 @@
 //! - `reject`: rejects its configuration.
 //!
 //! Records that do not trigger the mode are echoed unchanged, so tests can
-//! check that the host recovers and later batches still go through.
+//! check that the host recovers and later batches still go through. A
+//! trigger may also arrive as a JSON string (`"boom"`), as it does through
+//! the gateway's push source, which only accepts JSON.
 
 use sluice_sdk::{Config, ConfigError, Emit, Record, RecordError, Transform};
 
@@ -31,7 +33,12 @@ impl Transform for Hostile {
     }
 
     fn process(&mut self, record: Record, out: &mut Emit) -> Result<(), RecordError> {
-        match (self.mode.as_str(), record.data.as_slice()) {
+        let data = record.data.as_slice();
+        let trigger = data
+            .strip_prefix(b"\"")
+            .and_then(|d| d.strip_suffix(b"\""))
+            .unwrap_or(data);
+        match (self.mode.as_str(), trigger) {
             ("loop", b"spin") => spin(),
             ("trap", b"boom") => panic!("hostile guest: boom"),
             ("stderr", b"boom") => {

@@ -1,0 +1,697 @@
+//! The config file: one TOML document for listeners, sources, pipelines,
+//! sinks, the spool and limits.
+//!
+//! Loading has three steps, so `sluice check` can run the first two without
+//! touching anything: [`Config::parse`] (syntax and types), [`Config::validate`]
+//! (cross-references and values, no I/O) and [`Config::resolve_secrets`]
+//! (reads env vars and secret files). Every error names the file, the line
+//! and the key.
+
+mod locate;
+mod secret;
+
+pub use secret::{Secret, SecretValue};
+
+use crate::sinks::key::KeyTemplate;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// One config problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {}{message}", file.display(), if key.is_empty() { String::new() } else { format!("`{key}`: ") })]
+pub struct ConfigIssue {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key path (`sources.push.auth.token`); empty for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Syntax, type or validation problems (at least one).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the spool database, generated TLS material and the compiled
+    /// component cache live. Relative to the config file.
+    pub state_dir: PathBuf,
+    /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// HTTPS listeners that push sources attach to, by name.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, ListenerConfig>,
+    /// Where records come from, by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Source → transforms → route → sink, by name.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// Where records go, by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// The durable spool between pipelines and sinks.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// Limits on the transform host.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The directory of the config file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file itself, for error messages.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// The admin listener. Plain HTTP: it binds to loopback by default and
+/// serves no data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to bind (default `127.0.0.1:9464`). Port 0 picks a free port.
+    #[serde(default = "default_admin_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: default_admin_address(),
+        }
+    }
+}
+
+fn default_admin_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+/// An HTTPS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind, such as `0.0.0.0:8443`. Port 0 picks a free port
+    /// (the chosen one is logged).
+    pub address: SocketAddr,
+    /// Certificate and key.
+    pub tls: TlsConfig,
+    /// Open connections beyond this wait in the kernel's accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+
+/// TLS material for a listener: files, or a self-signed pair generated into
+/// the state directory (for trying sluice out).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Generate (once) and use `state_dir/tls/cert.pem` and `key.pem`.
+    #[serde(default)]
+    pub self_signed: bool,
+}
+
+/// A source of records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Records pushed to `POST /v1/push/{name}` on a listener.
+    Push(crate::sources::push::PushConfig),
+}
+
+/// How a push source authenticates requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
+    /// `Authorization: Basic` (what emnify's Data Streamer sends).
+    Basic {
+        /// User name (not secret).
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// HMAC-SHA256 of the raw request body (before decompression), hex, in
+    /// a header, optionally prefixed `sha256=`.
+    Hmac {
+        /// The shared key.
+        key: Secret,
+        /// Header that carries the signature.
+        #[serde(default = "default_hmac_header")]
+        header: String,
+    },
+    /// No authentication. Must be chosen explicitly.
+    None,
+}
+
+fn default_hmac_header() -> String {
+    "x-sluice-signature".into()
+}
+
+/// A pipeline: records from one source through an ordered list of
+/// transforms, to one sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The source that feeds it.
+    pub source: String,
+    /// Transforms, applied in order.
+    #[serde(default)]
+    pub transforms: Vec<TransformRef>,
+    /// Route for records whose transform sets none (default: the source name).
+    pub route: Option<String>,
+    /// The sink that receives the records.
+    pub sink: String,
+    /// The sink for dead letters (default: `sink`). Dead letters carry the
+    /// route `dead_letter`.
+    pub dead_letter_sink: Option<String>,
+    /// Records per call into a transform.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+/// One transform in a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformRef {
+    /// A built-in name (`sluice transform list`) or a path to a component.
+    #[serde(rename = "use")]
+    pub uses: String,
+    /// Refuse to start unless the component's sha256 is this (64 hex digits).
+    pub sha256: Option<String>,
+    /// What happens to a record the transform fails on.
+    #[serde(default)]
+    pub on_error: FailPolicy,
+    /// Passed to the transform's `create`. Values may be strings, numbers
+    /// or booleans; the transform receives them as strings.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// What happens to a record a transform fails on (an error value, a trap,
+/// a deadline or a memory cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailPolicy {
+    /// To the dead-letter sink, with its original bytes and the error.
+    #[default]
+    DeadLetter,
+    /// Dropped and counted.
+    Drop,
+    /// Forwarded unchanged to the next step.
+    Pass,
+}
+
+/// A sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Files under a local directory.
+    Local(crate::sinks::local::LocalConfig),
+}
+
+/// How finished objects are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// gzip (`.gz`).
+    Gzip,
+    /// zstd (`.zst`).
+    Zstd,
+}
+
+/// When an open object is finished and made visible.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateConfig {
+    /// Encoded bytes before compression.
+    #[serde(default = "default_rotate_bytes")]
+    pub max_bytes: u64,
+    /// Records.
+    #[serde(default = "default_rotate_records")]
+    pub max_records: u64,
+    /// Seconds since the object's first record.
+    #[serde(default = "default_rotate_age")]
+    pub max_age_secs: f64,
+}
+
+impl Default for RotateConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_rotate_bytes(),
+            max_records: default_rotate_records(),
+            max_age_secs: default_rotate_age(),
+        }
+    }
+}
+
+fn default_rotate_bytes() -> u64 {
+    64 << 20
+}
+fn default_rotate_records() -> u64 {
+    1_000_000
+}
+fn default_rotate_age() -> f64 {
+    60.0
+}
+
+/// Spool limits and durability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Total record bytes the spool may hold.
+    #[serde(default = "default_spool_bytes")]
+    pub max_bytes: u64,
+    /// Records the spool may hold.
+    #[serde(default = "default_spool_records")]
+    pub max_records: u64,
+    /// Fraction of either maximum above which sources are told to back off.
+    #[serde(default = "default_high_water")]
+    pub high_water: f64,
+    /// `full`: every acknowledged record survives power loss (an fsync per
+    /// commit). `normal`: it survives a crash of sluice (kill -9), not of
+    /// the machine.
+    #[serde(default)]
+    pub sync: SyncMode,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_spool_bytes(),
+            max_records: default_spool_records(),
+            high_water: default_high_water(),
+            sync: SyncMode::default(),
+        }
+    }
+}
+
+fn default_spool_bytes() -> u64 {
+    1 << 30
+}
+fn default_spool_records() -> u64 {
+    10_000_000
+}
+fn default_high_water() -> f64 {
+    0.8
+}
+
+/// SQLite's `synchronous` setting for the spool (WAL mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync the WAL on every commit.
+    #[default]
+    Full,
+    /// fsync only at checkpoints.
+    Normal,
+}
+
+/// Limits on the transform host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Deadline per call into a transform, in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub transform_deadline_ms: u64,
+    /// Memory cap per transform instance, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub transform_memory_mib: u64,
+    /// Threads that run transforms (0: one per core).
+    #[serde(default)]
+    pub workers: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            transform_deadline_ms: default_deadline_ms(),
+            transform_memory_mib: default_memory_mib(),
+            workers: 0,
+        }
+    }
+}
+
+fn default_deadline_ms() -> u64 {
+    1000
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+
+/// A validation finding before it is located in the file.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub(crate) path: Vec<String>,
+    pub(crate) message: String,
+}
+
+/// Builds a validation finding at a key path.
+pub(crate) fn invalid(path: &[&str], message: impl Into<String>) -> Invalid {
+    Invalid {
+        path: path.iter().map(|s| (*s).to_string()).collect(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file (no other I/O).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`], listing every problem found.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::parse(path, &text)?;
+        let issues = config.validate();
+        if !issues.is_empty() {
+            return Err(ConfigError::Invalid(locate_all(path, &text, issues)));
+        }
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        config.file = path.to_path_buf();
+        Ok(config)
+    }
+
+    /// Parses TOML text (syntax and types only).
+    ///
+    /// # Errors
+    ///
+    /// One located [`ConfigIssue`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let locator = locate::Locator::new(text);
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_string();
+            let field = backticked(&message);
+            let (key, at) = locator.key_at(&span, field.as_deref());
+            let (line, column) = locator.line_col(at.unwrap_or(span).start);
+            ConfigError::Invalid(vec![ConfigIssue {
+                file: path.to_path_buf(),
+                line,
+                column,
+                key: locate::dotted(&key),
+                message,
+            }])
+        })
+    }
+
+    /// Checks references and values. No I/O.
+    pub(crate) fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        for (name, l) in &self.listeners {
+            match (&l.tls.cert, &l.tls.key, l.tls.self_signed) {
+                (Some(_), Some(_), false) | (None, None, true) => {}
+                (_, _, true) => out.push(invalid(
+                    &["listeners", name, "tls", "self_signed"],
+                    "set either `self_signed = true` or `cert` and `key`, not both",
+                )),
+                _ => out.push(invalid(
+                    &["listeners", name, "tls"],
+                    "needs both `cert` and `key`, or `self_signed = true`",
+                )),
+            }
+            if l.max_connections == 0 {
+                out.push(invalid(
+                    &["listeners", name, "max_connections"],
+                    "must be at least 1",
+                ));
+            }
+        }
+        for (name, s) in &self.sources {
+            match s {
+                SourceConfig::Push(p) => p.validate(name, self, &mut out),
+            }
+        }
+        for (name, p) in &self.pipelines {
+            if !self.sources.contains_key(&p.source) {
+                out.push(invalid(
+                    &["pipelines", name, "source"],
+                    format!(
+                        "no source named {:?} (sources: {})",
+                        p.source,
+                        names(&self.sources)
+                    ),
+                ));
+            }
+            for (key, sink) in [
+                ("sink", Some(&p.sink)),
+                ("dead_letter_sink", p.dead_letter_sink.as_ref()),
+            ] {
+                if let Some(sink) = sink
+                    && !self.sinks.contains_key(sink)
+                {
+                    out.push(invalid(
+                        &["pipelines", name, key],
+                        format!("no sink named {sink:?} (sinks: {})", names(&self.sinks)),
+                    ));
+                }
+            }
+            if p.batch_size == 0 || p.batch_size > 100_000 {
+                out.push(invalid(
+                    &["pipelines", name, "batch_size"],
+                    "must be between 1 and 100000",
+                ));
+            }
+            for (i, t) in p.transforms.iter().enumerate() {
+                let i = i.to_string();
+                if let Some(pin) = &t.sha256
+                    && (pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    out.push(invalid(
+                        &["pipelines", name, "transforms", &i, "sha256"],
+                        "must be 64 hex digits",
+                    ));
+                }
+                for (k, v) in &t.config {
+                    if config_value_string(v).is_none() {
+                        out.push(invalid(
+                            &["pipelines", name, "transforms", &i, "config", k],
+                            "must be a string, number or boolean",
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, s) in &self.sinks {
+            match s {
+                SinkConfig::Local(l) => l.validate(name, &mut out),
+            }
+        }
+        let s = &self.spool;
+        if !(s.high_water > 0.0 && s.high_water <= 1.0) {
+            out.push(invalid(&["spool", "high_water"], "must be in (0, 1]"));
+        }
+        if s.max_bytes == 0 || s.max_records == 0 {
+            out.push(invalid(
+                &["spool"],
+                "max_bytes and max_records must be positive",
+            ));
+        }
+        if self.limits.transform_deadline_ms == 0 {
+            out.push(invalid(
+                &["limits", "transform_deadline_ms"],
+                "must be positive",
+            ));
+        }
+        if !(1..=4096).contains(&self.limits.transform_memory_mib) {
+            out.push(invalid(
+                &["limits", "transform_memory_mib"],
+                "must be between 1 and 4096",
+            ));
+        }
+        out
+    }
+
+    /// Resolves every secret the config references. Reads env vars and
+    /// secret files; never logs a value.
+    ///
+    /// # Errors
+    ///
+    /// A located issue per secret that cannot be read.
+    pub fn resolve_secrets(&self) -> Result<BTreeMap<String, ResolvedAuth>, ConfigError> {
+        let mut resolved = BTreeMap::new();
+        let mut issues = Vec::new();
+        for (name, s) in &self.sources {
+            let SourceConfig::Push(p) = s;
+            let r = match &p.auth {
+                AuthConfig::Bearer { token } => token
+                    .resolve()
+                    .map(ResolvedAuth::Bearer)
+                    .map_err(|e| invalid(&["sources", name, "auth", "token"], e)),
+                AuthConfig::Basic { username, password } => password
+                    .resolve()
+                    .map(|p| {
+                        use base64::Engine;
+                        let expected = format!("{username}:");
+                        let mut creds = expected.into_bytes();
+                        creds.extend_from_slice(p.expose());
+                        ResolvedAuth::Basic(SecretValue::new(
+                            base64::engine::general_purpose::STANDARD.encode(creds),
+                        ))
+                    })
+                    .map_err(|e| invalid(&["sources", name, "auth", "password"], e)),
+                AuthConfig::Hmac { key, header } => key
+                    .resolve()
+                    .map(|k| ResolvedAuth::Hmac {
+                        key: k,
+                        header: header.to_ascii_lowercase(),
+                    })
+                    .map_err(|e| invalid(&["sources", name, "auth", "key"], e)),
+                AuthConfig::None => Ok(ResolvedAuth::None),
+            };
+            match r {
+                Ok(r) => {
+                    resolved.insert(name.clone(), r);
+                }
+                Err(i) => issues.push(i),
+            }
+        }
+        if issues.is_empty() {
+            Ok(resolved)
+        } else {
+            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+            Err(ConfigError::Invalid(locate_all(&self.file, &text, issues)))
+        }
+    }
+
+    /// A path from the config, made absolute against the config's folder.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The state directory, resolved.
+    pub fn state_dir(&self) -> PathBuf {
+        self.path(&self.state_dir)
+    }
+}
+
+/// Authentication with its secrets read.
+#[derive(Debug, Clone)]
+pub enum ResolvedAuth {
+    /// The expected bearer token.
+    Bearer(SecretValue),
+    /// The expected base64 of `user:password`.
+    Basic(SecretValue),
+    /// HMAC key and the (lower-case) header that carries the signature.
+    Hmac {
+        /// The shared key.
+        key: SecretValue,
+        /// The header name.
+        header: String,
+    },
+    /// Open.
+    None,
+}
+
+/// A transform config value as the string the transform receives.
+pub fn config_value_string(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn names<V>(map: &BTreeMap<String, V>) -> String {
+    if map.is_empty() {
+        "none defined".into()
+    } else {
+        map.keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The first `name` in a serde message such as "unknown field `name`".
+fn backticked(message: &str) -> Option<String> {
+    let rest = message.split_once('`')?.1;
+    Some(rest.split_once('`')?.0.to_string())
+}
+
+fn locate_all(file: &Path, text: &str, issues: Vec<Invalid>) -> Vec<ConfigIssue> {
+    let locator = locate::Locator::new(text);
+    issues
+        .into_iter()
+        .map(|i| {
+            let (line, column) = locator
+                .span_of(&i.path)
+                .map_or((1, 1), |s| locator.line_col(s.start));
+            ConfigIssue {
+                file: file.to_path_buf(),
+                line,
+                column,
+                key: locate::dotted(&i.path),
+                message: i.message,
+            }
+        })
+        .collect()
+}
+
+/// Checks a route or name that ends up in object keys.
+pub(crate) fn check_key_template(path: &[&str], template: &str, out: &mut Vec<Invalid>) {
+    if let Err(e) = KeyTemplate::parse(template) {
+        out.push(invalid(path, e.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! Prometheus metrics, and the log line that goes with each event.
+//!
+//! Every event that is both counted and logged goes through one method
+//! here, so the metric and the log line cannot drift apart. Label values
+//! are names from the config (sources, pipelines, transforms, sinks) or
+//! small fixed sets (reasons, outcomes), so cardinality is bounded by the
+//! config, never by the data.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// All of sluice's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    source_records: IntCounterVec,
+    source_bytes: IntCounterVec,
+    source_rejected: IntCounterVec,
+    transform_records: IntCounterVec,
+    transform_seconds: HistogramVec,
+    dead_letters: IntCounterVec,
+    /// Records in the spool.
+    pub spool_records: IntGauge,
+    /// Bytes in the spool.
+    pub spool_bytes: IntGauge,
+    /// Age of the oldest spooled record.
+    pub spool_oldest_age: prometheus::Gauge,
+    sink_objects: IntCounterVec,
+    sink_records: IntCounterVec,
+    sink_bytes: IntCounterVec,
+    sink_errors: IntCounterVec,
+    sink_latency: HistogramVec,
+    ack_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+/// Why a push request was refused (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No or wrong credentials.
+    Unauthorized,
+    /// Body over the size limit.
+    TooLarge,
+    /// Too many records in one request.
+    TooManyRecords,
+    /// Body not parseable.
+    Malformed,
+    /// Spool over its high-water mark.
+    Backpressure,
+    /// Unknown source or wrong method.
+    NotFound,
+    /// The spool could not commit.
+    Internal,
+}
+
+impl Rejection {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Unauthorized => "unauthorized",
+            Rejection::TooLarge => "too_large",
+            Rejection::TooManyRecords => "too_many_records",
+            Rejection::Malformed => "malformed",
+            Rejection::Backpressure => "backpressure",
+            Rejection::NotFound => "not_found",
+            Rejection::Internal => "internal",
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let latency = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let delivery = vec![
+            0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+        ];
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let spool_records = gauge("sluice_spool_records", "Records waiting in the spool.");
+        let spool_bytes = gauge(
+            "sluice_spool_bytes",
+            "Bytes of records waiting in the spool.",
+        );
+        let spool_oldest_age = prometheus::Gauge::new(
+            "sluice_spool_oldest_record_age_seconds",
+            "Age of the oldest record waiting in the spool (0 when empty).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(spool_oldest_age.clone()))
+            .expect("unique metric");
+        let ack_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_push_ack_duration_seconds",
+                "Time from a push request's arrival to its reply, for accepted requests.",
+            )
+            .buckets(latency.clone()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(ack_seconds.clone()))
+            .expect("unique metric");
+        Self {
+            source_records: counter(
+                &r,
+                "sluice_source_records_total",
+                "Records received and spooled, per source.",
+                &["source"],
+            ),
+            source_bytes: counter(
+                &r,
+                "sluice_source_bytes_total",
+                "Request body bytes received (before decompression), per source.",
+                &["source"],
+            ),
+            source_rejected: counter(
+                &r,
+                "sluice_source_rejected_requests_total",
+                "Requests refused, per source and reason.",
+                &["source", "reason"],
+            ),
+            transform_records: counter(
+                &r,
+                "sluice_transform_records_total",
+                "Records per transform: in, out (emitted), error, dropped, passed.",
+                &["pipeline", "transform", "outcome"],
+            ),
+            transform_seconds: histogram(
+                &r,
+                "sluice_transform_batch_duration_seconds",
+                "Time per batch call into a transform.",
+                &["pipeline", "transform"],
+                latency,
+            ),
+            dead_letters: counter(
+                &r,
+                "sluice_dead_letter_records_total",
+                "Records sent to dead letter, per pipeline.",
+                &["pipeline"],
+            ),
+            sink_objects: counter(
+                &r,
+                "sluice_sink_objects_total",
+                "Objects written, per sink.",
+                &["sink"],
+            ),
+            sink_records: counter(
+                &r,
+                "sluice_sink_records_total",
+                "Records delivered, per sink.",
+                &["sink"],
+            ),
+            sink_bytes: counter(
+                &r,
+                "sluice_sink_bytes_total",
+                "Object bytes written (after compression), per sink.",
+                &["sink"],
+            ),
+            sink_errors: counter(
+                &r,
+                "sluice_sink_errors_total",
+                "Failed deliveries, per sink and kind.",
+                &["sink", "kind"],
+            ),
+            sink_latency: histogram(
+                &r,
+                "sluice_sink_delivery_latency_seconds",
+                "Time from a record's arrival to its delivery, per sink.",
+                &["sink"],
+                delivery,
+            ),
+            spool_records,
+            spool_bytes,
+            spool_oldest_age,
+            ack_seconds,
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a family with a bad name
+        // would have failed at registration.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// A push request was accepted: `records` records, `bytes` body bytes.
+    pub fn push_accepted(
+        &self,
+        source: &str,
+        records: usize,
+        bytes: usize,
+        elapsed: std::time::Duration,
+    ) {
+        self.source_records
+            .with_label_values(&[source])
+            .inc_by(records as u64);
+        self.source_bytes
+            .with_label_values(&[source])
+            .inc_by(bytes as u64);
+        self.ack_seconds.observe(elapsed.as_secs_f64());
+        tracing::debug!(
+            source,
+            records,
+            bytes,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "push accepted"
+        );
+    }
+
+    /// A push request was refused. `detail` is safe to log (never a secret).
+    pub fn push_rejected(&self, source: &str, reason: Rejection, detail: &str) {
+        self.source_rejected
+            .with_label_values(&[source, reason.as_str()])
+            .inc();
+        match reason {
+            Rejection::Internal => {
+                tracing::error!(source, reason = reason.as_str(), detail, "push refused")
+            }
+            Rejection::Backpressure => {
+                tracing::warn!(source, reason = reason.as_str(), detail, "push refused")
+            }
+            _ => tracing::info!(source, reason = reason.as_str(), detail, "push refused"),
+        }
+    }
+
+    /// One batch went through a transform.
+    pub fn transform_batch(
+        &self,
+        pipeline: &str,
+        transform: &str,
+        counts: &BatchCounts,
+        seconds: f64,
+    ) {
+        let c = |outcome: &str, n: usize| {
+            if n > 0 {
+                self.transform_records
+                    .with_label_values(&[pipeline, transform, outcome])
+                    .inc_by(n as u64);
+            }
+        };
+        c("in", counts.input);
+        c("out", counts.output);
+        c("error", counts.errors);
+        c("dropped", counts.dropped);
+        c("passed", counts.passed);
+        self.transform_seconds
+            .with_label_values(&[pipeline, transform])
+            .observe(seconds);
+    }
+
+    /// A record failed in a transform. Logged at warn: the data is kept
+    /// (dead letter or pass) or counted (drop).
+    pub fn transform_failed(&self, pipeline: &str, transform: &str, policy: &str, error: &str) {
+        tracing::warn!(
+            pipeline,
+            transform,
+            policy,
+            error,
+            "record failed in transform"
+        );
+    }
+
+    /// Records went to dead letter.
+    pub fn dead_lettered(&self, pipeline: &str, n: usize) {
+        self.dead_letters
+            .with_label_values(&[pipeline])
+            .inc_by(n as u64);
+    }
+
+    /// An object was delivered.
+    pub fn object_written(
+        &self,
+        sink: &str,
+        key: &str,
+        records: usize,
+        bytes: u64,
+        oldest_ms: i64,
+    ) {
+        self.sink_objects.with_label_values(&[sink]).inc();
+        self.sink_records
+            .with_label_values(&[sink])
+            .inc_by(records as u64);
+        self.sink_bytes.with_label_values(&[sink]).inc_by(bytes);
+        let lag = (chrono::Utc::now().timestamp_millis() - oldest_ms).max(0) as f64 / 1000.0;
+        self.sink_latency.with_label_values(&[sink]).observe(lag);
+        tracing::info!(sink, key, records, bytes, "object written");
+    }
+
+    /// A delivery failed; the records stay spooled.
+    pub fn sink_failed(&self, sink: &str, kind: &str, error: &str) {
+        self.sink_errors.with_label_values(&[sink, kind]).inc();
+        tracing::error!(
+            sink,
+            kind,
+            error,
+            "delivery failed; records stay in the spool"
+        );
+    }
+
+    /// A record the sink cannot encode (it goes to the sink's dead-letter
+    /// folder instead).
+    pub fn sink_rejected_record(&self, sink: &str, error: &str) {
+        self.sink_errors.with_label_values(&[sink, "encode"]).inc();
+        tracing::warn!(
+            sink,
+            error,
+            "record cannot be encoded; written to dead_letter"
+        );
+    }
+}
+
+/// What happened to the records of one batch in one transform.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchCounts {
+    /// Records in.
+    pub input: usize,
+    /// Records emitted.
+    pub output: usize,
+    /// Records that failed (any policy).
+    pub errors: usize,
+    /// Failed records dropped.
+    pub dropped: usize,
+    /// Failed records passed on unchanged.
+    pub passed: usize,
+}

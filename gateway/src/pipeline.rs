@@ -1,0 +1,394 @@
+//! Pipelines: a source's records through an ordered list of transforms,
+//! into spool rows for a sink.
+//!
+//! Each pipeline keeps a pool of idle "worker sets" (one [`Worker`] per
+//! transform). A call checks one out, so every instance is used by one
+//! thread at a time, and returns it afterwards; the gateway's shared
+//! semaphore bounds how many run at once. A trap, deadline or memory-cap
+//! hit fails a batch: the batch is then retried one record at a time, so
+//! only the record that caused it is dead-lettered.
+
+use crate::config::{Config, FailPolicy, PipelineConfig, config_value_string};
+use crate::metrics::{BatchCounts, Metrics};
+use crate::spool::NewRow;
+use crate::wasm::{InputRecord, TransformComponent, WasmError, WasmHost, Worker, error_kind_str};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Why a pipeline could not be built. sluice refuses to start on any.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The transform could not be found or loaded.
+    #[error("pipeline `{pipeline}`, transform `{transform}`: {source}")]
+    Load {
+        /// Pipeline.
+        pipeline: String,
+        /// Transform reference.
+        transform: String,
+        /// Why.
+        source: crate::builtins::ResolveError,
+    },
+    /// The component is not the pinned one.
+    #[error(
+        "pipeline `{pipeline}`, transform `{transform}`: sha256 is {actual}, but the config pins {expected}; \
+         refusing to start (update the pin if the new component is intended)"
+    )]
+    PinMismatch {
+        /// Pipeline.
+        pipeline: String,
+        /// Transform reference.
+        transform: String,
+        /// The pin.
+        expected: String,
+        /// What was loaded.
+        actual: String,
+    },
+    /// The transform rejected its config, or could not be instantiated.
+    #[error("pipeline `{pipeline}`: {source}")]
+    Instantiate {
+        /// Pipeline.
+        pipeline: String,
+        /// Why.
+        source: WasmError,
+    },
+}
+
+/// One transform of a pipeline.
+#[derive(Debug)]
+struct Step {
+    label: String,
+    component: TransformComponent,
+    config: Vec<(String, String)>,
+    policy: FailPolicy,
+}
+
+/// A record in flight between steps.
+struct Item {
+    /// Index into the pipeline's input, for the original bytes.
+    origin: usize,
+    data: Vec<u8>,
+    route: Option<String>,
+    metadata: Vec<(String, String)>,
+}
+
+/// A built pipeline.
+pub struct Pipeline {
+    /// Its name in the config.
+    pub name: Arc<str>,
+    /// The source feeding it.
+    pub source: Arc<str>,
+    route: String,
+    sink: Arc<str>,
+    dead_letter_sink: Arc<str>,
+    batch_size: usize,
+    steps: Vec<Step>,
+    idle: Mutex<Vec<Vec<Worker>>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Route given to dead letters.
+pub const DEAD_LETTER_ROUTE: &str = "dead_letter";
+
+impl Pipeline {
+    /// Loads and pins every transform and instantiates one worker set, so a
+    /// bad component or config stops sluice before any data flows.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError`].
+    pub fn build(
+        name: &str,
+        cfg: &PipelineConfig,
+        config: &Config,
+        host: &WasmHost,
+        metrics: Metrics,
+    ) -> Result<Self, PipelineError> {
+        let mut steps = Vec::new();
+        for t in &cfg.transforms {
+            let looks_like_path = t.uses.contains('/') || t.uses.ends_with(".wasm");
+            let reference = if looks_like_path {
+                config
+                    .path(std::path::Path::new(&t.uses))
+                    .display()
+                    .to_string()
+            } else {
+                t.uses.clone()
+            };
+            let component = crate::builtins::resolve(host, &reference).map_err(|source| {
+                PipelineError::Load {
+                    pipeline: name.into(),
+                    transform: t.uses.clone(),
+                    source,
+                }
+            })?;
+            if let Some(pin) = &t.sha256
+                && !pin.eq_ignore_ascii_case(component.sha256())
+            {
+                return Err(PipelineError::PinMismatch {
+                    pipeline: name.into(),
+                    transform: t.uses.clone(),
+                    expected: pin.to_ascii_lowercase(),
+                    actual: component.sha256().to_string(),
+                });
+            }
+            let config = t
+                .config
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), config_value_string(v)?)))
+                .collect();
+            steps.push(Step {
+                label: t.uses.clone(),
+                component,
+                config,
+                policy: t.on_error,
+            });
+        }
+        let pipeline = Self {
+            name: name.into(),
+            source: cfg.source.as_str().into(),
+            route: cfg.route.clone().unwrap_or_else(|| cfg.source.clone()),
+            sink: cfg.sink.as_str().into(),
+            dead_letter_sink: cfg.dead_letter_sink.as_deref().unwrap_or(&cfg.sink).into(),
+            batch_size: cfg.batch_size,
+            steps,
+            idle: Mutex::new(Vec::new()),
+            metrics,
+        };
+        let set = pipeline.new_worker_set()?;
+        pipeline.checkin(set);
+        Ok(pipeline)
+    }
+
+    /// How many component instances one concurrent call needs.
+    pub fn instances_per_call(cfg: &PipelineConfig) -> usize {
+        cfg.transforms.len()
+    }
+
+    fn new_worker_set(&self) -> Result<Vec<Worker>, PipelineError> {
+        self.steps
+            .iter()
+            .map(|s| Worker::new(s.component.clone(), s.config.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|source| PipelineError::Instantiate {
+                pipeline: self.name.to_string(),
+                source,
+            })
+    }
+
+    fn checkout(&self) -> Result<Vec<Worker>, PipelineError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(set) => Ok(set),
+            None => self.new_worker_set(),
+        }
+    }
+
+    fn checkin(&self, set: Vec<Worker>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(set);
+    }
+
+    /// Runs records through the transforms. Blocking (it runs WebAssembly):
+    /// call it from a blocking thread. Every input ends up as output rows,
+    /// dead-letter rows, or counted as dropped.
+    ///
+    /// # Errors
+    ///
+    /// Only when no instance can be created; no row is produced then and
+    /// the caller must not acknowledge the records.
+    pub fn process(
+        &self,
+        records: &[Vec<u8>],
+        received_at_ms: i64,
+    ) -> Result<Vec<NewRow>, PipelineError> {
+        let received_at = chrono::DateTime::from_timestamp_millis(received_at_ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut rows = Vec::with_capacity(records.len());
+        let mut workers = self.checkout()?;
+        let mut dead = 0;
+        for (chunk_no, chunk) in records.chunks(self.batch_size).enumerate() {
+            let base = chunk_no * self.batch_size;
+            let mut items: Vec<Item> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, data)| Item {
+                    origin: base + i,
+                    data: data.clone(),
+                    route: None,
+                    metadata: Vec::new(),
+                })
+                .collect();
+            for (step, worker) in self.steps.iter().zip(workers.iter_mut()) {
+                let started = Instant::now();
+                let mut counts = BatchCounts {
+                    input: items.len(),
+                    ..BatchCounts::default()
+                };
+                let mut next = Vec::with_capacity(items.len());
+                let mut failed = Vec::new();
+                run_step(
+                    worker,
+                    &self.source,
+                    &received_at,
+                    items,
+                    &mut next,
+                    &mut failed,
+                );
+                for (item, error) in failed {
+                    counts.errors += 1;
+                    self.metrics.transform_failed(
+                        &self.name,
+                        &step.label,
+                        policy_str(step.policy),
+                        &error,
+                    );
+                    match step.policy {
+                        FailPolicy::DeadLetter => {
+                            dead += 1;
+                            rows.push(self.dead_letter(
+                                &records[item.origin],
+                                &step.label,
+                                &error,
+                                received_at_ms,
+                            ));
+                        }
+                        FailPolicy::Drop => counts.dropped += 1,
+                        FailPolicy::Pass => {
+                            counts.passed += 1;
+                            next.push(item);
+                        }
+                    }
+                }
+                counts.output = next.len() - counts.passed;
+                self.metrics.transform_batch(
+                    &self.name,
+                    &step.label,
+                    &counts,
+                    started.elapsed().as_secs_f64(),
+                );
+                items = next;
+            }
+            rows.extend(items.into_iter().map(|item| NewRow {
+                sink: self.sink.clone(),
+                route: item.route.unwrap_or_else(|| self.route.clone()),
+                source: self.source.clone(),
+                received_at_ms,
+                data: item.data,
+            }));
+        }
+        self.checkin(workers);
+        if dead > 0 {
+            self.metrics.dead_lettered(&self.name, dead);
+        }
+        Ok(rows)
+    }
+
+    fn dead_letter(
+        &self,
+        original: &[u8],
+        transform: &str,
+        error: &str,
+        received_at_ms: i64,
+    ) -> NewRow {
+        let mut doc = serde_json::Map::new();
+        doc.insert("pipeline".into(), self.name.as_ref().into());
+        doc.insert("source".into(), self.source.as_ref().into());
+        doc.insert("transform".into(), transform.into());
+        doc.insert("error".into(), error.into());
+        doc.insert("received_at_ms".into(), received_at_ms.into());
+        // The original bytes, verbatim: as a string when they are UTF-8
+        // (almost always), else base64, so binary input is not mangled.
+        match std::str::from_utf8(original) {
+            Ok(s) => doc.insert("original".into(), s.into()),
+            Err(_) => {
+                use base64::Engine;
+                doc.insert(
+                    "original_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(original)
+                        .into(),
+                )
+            }
+        };
+        NewRow {
+            sink: self.dead_letter_sink.clone(),
+            route: DEAD_LETTER_ROUTE.into(),
+            source: self.source.clone(),
+            received_at_ms,
+            data: serde_json::Value::Object(doc).to_string().into_bytes(),
+        }
+    }
+}
+
+fn policy_str(p: FailPolicy) -> &'static str {
+    match p {
+        FailPolicy::DeadLetter => "dead-letter",
+        FailPolicy::Drop => "drop",
+        FailPolicy::Pass => "pass",
+    }
+}
+
+/// Runs `items` through one worker: successes go to `next` (one item per
+/// output), failures to `failed` with their error message.
+fn run_step(
+    worker: &mut Worker,
+    source: &str,
+    received_at: &str,
+    items: Vec<Item>,
+    next: &mut Vec<Item>,
+    failed: &mut Vec<(Item, String)>,
+) {
+    let inputs: Vec<InputRecord> = items
+        .iter()
+        .map(|item| InputRecord {
+            data: item.data.clone(),
+            source: source.to_string(),
+            received_at: received_at.to_string(),
+            route: item.route.clone(),
+            metadata: item.metadata.clone(),
+        })
+        .collect();
+    match worker.process(&inputs) {
+        Ok(results) => {
+            for (item, result) in items.into_iter().zip(results) {
+                match result {
+                    Ok(outputs) => next.extend(outputs.into_iter().map(|o| Item {
+                        origin: item.origin,
+                        data: o.data,
+                        route: o.route.or_else(|| item.route.clone()),
+                        metadata: o.metadata,
+                    })),
+                    Err(e) => {
+                        failed.push((item, format!("{}: {}", error_kind_str(e.kind), e.message)))
+                    }
+                }
+            }
+        }
+        // One record made the whole call fail; find it by going one at a
+        // time (the worker has already replaced its instance).
+        Err(e) if e.is_batch_failure() && items.len() > 1 => {
+            for item in items {
+                run_step(worker, source, received_at, vec![item], next, failed);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            failed.extend(items.into_iter().map(|item| (item, message.clone())));
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Push request bodies: decompression and splitting into records.
+//!
+//! Three shapes are accepted, and told apart without trusting the client's
+//! content type more than needed:
+//! - `application/x-ndjson` (or `application/jsonl`): one JSON value per line;
+//! - a JSON array (emnify's Bulk mode): each element is a record;
+//! - a single JSON value (emnify's REST mode), pretty-printed or not.
+//!
+//! A record's bytes are kept verbatim (for `event.original`), never
+//! re-serialised. A request is all or nothing: one bad line fails it.
+
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use std::io::Read;
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Not JSON where JSON was due. `line` is 1-based within the
+    /// (decompressed) body.
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    Malformed {
+        /// Line.
+        line: usize,
+        /// Column.
+        column: usize,
+        /// serde_json's description.
+        message: String,
+    },
+    /// The body is empty.
+    #[error("the body is empty")]
+    Empty,
+    /// More records than the source allows per request.
+    #[error("{count} records in one request; the limit is {limit}")]
+    TooManyRecords {
+        /// Records found (at least).
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Larger than allowed after decompression.
+    #[error("the decompressed body exceeds {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Bad gzip data.
+    #[error("cannot decompress the body: {0}")]
+    Compression(String),
+    /// A content encoding other than gzip or identity.
+    #[error("unsupported Content-Encoding {0:?} (use gzip or none)")]
+    UnsupportedEncoding(String),
+}
+
+/// Undoes `Content-Encoding`, refusing output larger than `limit`.
+///
+/// # Errors
+///
+/// [`BodyError::UnsupportedEncoding`], [`BodyError::Compression`] or
+/// [`BodyError::TooLarge`].
+pub fn decode(
+    body: bytes::Bytes,
+    content_encoding: Option<&str>,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    match content_encoding.map(str::trim) {
+        None | Some("" | "identity") => Ok(body),
+        Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+            // A gzip bomb stops at `limit + 1` bytes instead of filling memory.
+            flate2::read::MultiGzDecoder::new(body.as_ref())
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| BodyError::Compression(e.to_string()))?;
+            if out.len() > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            Ok(out.into())
+        }
+        Some(other) => Err(BodyError::UnsupportedEncoding(other.to_string())),
+    }
+}
+
+/// Splits a body into records.
+///
+/// # Errors
+///
+/// [`BodyError`] naming the first bad line.
+pub fn split(
+    body: &[u8],
+    content_type: Option<&str>,
+    max_records: usize,
+) -> Result<Vec<Vec<u8>>, BodyError> {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .ok_or(BodyError::Empty)?;
+    let mime = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase());
+    let ndjson = matches!(
+        mime.as_deref(),
+        Some(
+            "application/x-ndjson"
+                | "application/ndjson"
+                | "application/jsonl"
+                | "application/x-jsonlines"
+        )
+    );
+    if !ndjson && body[start] == b'[' {
+        let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
+        if elements.len() > max_records {
+            return Err(BodyError::TooManyRecords {
+                count: elements.len(),
+                limit: max_records,
+            });
+        }
+        return Ok(elements
+            .iter()
+            .map(|e| e.get().as_bytes().to_vec())
+            .collect());
+    }
+    if !ndjson {
+        match serde_json::from_slice::<&RawValue>(body) {
+            Ok(one) => return Ok(vec![one.get().as_bytes().to_vec()]),
+            // More than one value: newline-delimited after all.
+            Err(e) if e.to_string().starts_with("trailing characters") => {}
+            Err(e) => return Err(malformed(e)),
+        }
+    }
+    let mut records = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        serde_json::from_slice::<IgnoredAny>(line).map_err(|e| BodyError::Malformed {
+            line: i + 1,
+            column: e.column(),
+            message: strip_position(&e),
+        })?;
+        if records.len() == max_records {
+            return Err(BodyError::TooManyRecords {
+                count: records.len() + 1,
+                limit: max_records,
+            });
+        }
+        records.push(line.to_vec());
+    }
+    Ok(records)
+}
+
+fn malformed(e: serde_json::Error) -> BodyError {
+    BodyError::Malformed {
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e),
+    }
+}
+
+/// serde_json's message without its own " at line L column C" suffix
+/// (we report the position separately, against the whole body).
+fn strip_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(r: Vec<Vec<u8>>) -> Vec<String> {
+        r.into_iter()
+            .map(|v| String::from_utf8(v).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ndjson_array_and_object() {
+        let nd = b"{\"a\":1}\r\n\n  {\"b\": 2}\n";
+        assert_eq!(
+            texts(split(nd, Some("application/x-ndjson"), 10).unwrap()),
+            ["{\"a\":1}", "  {\"b\": 2}"]
+        );
+        assert_eq!(
+            texts(split(nd, None, 10).unwrap()).len(),
+            2,
+            "sniffed without a content type"
+        );
+        let arr = b" [ {\"a\": 1}, {\"b\":[2]} ]";
+        assert_eq!(
+            texts(split(arr, Some("application/json"), 10).unwrap()),
+            ["{\"a\": 1}", "{\"b\":[2]}"]
+        );
+        let obj = b"{\n  \"a\": 1\n}\n";
+        assert_eq!(
+            texts(split(obj, Some("application/json"), 10).unwrap()),
+            ["{\n  \"a\": 1\n}"]
+        );
+        assert!(split(b"[]", None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn first_bad_line_is_named() {
+        let e = split(
+            b"{\"a\":1}\n{\"a\":\n{}\n",
+            Some("application/x-ndjson"),
+            10,
+        )
+        .unwrap_err();
+        assert!(matches!(e, BodyError::Malformed { line: 2, .. }), "{e:?}");
+        let e = split(b"[{\"a\":1},\n{\"a\" 2}]", None, 10).unwrap_err();
+        assert!(matches!(e, BodyError::Malformed { line: 2, .. }), "{e:?}");
+        assert_eq!(split(b"  \n", None, 10).unwrap_err(), BodyError::Empty);
+    }
+
+    #[test]
+    fn record_limit() {
+        let e = split(b"1\n2\n3\n", None, 2).unwrap_err();
+        assert_eq!(e, BodyError::TooManyRecords { count: 3, limit: 2 });
+        let e = split(b"[1,2,3]", None, 2).unwrap_err();
+        assert_eq!(e, BodyError::TooManyRecords { count: 3, limit: 2 });
+    }
+
+    #[test]
+    fn gzip_and_bombs() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&vec![b' '; 100_000]).unwrap();
+        let bomb = bytes::Bytes::from(gz.finish().unwrap());
+        assert_eq!(
+            decode(bomb.clone(), Some("gzip"), 1000).unwrap_err(),
+            BodyError::TooLarge { limit: 1000 }
+        );
+        assert_eq!(decode(bomb, Some("gzip"), 100_000).unwrap().len(), 100_000);
+        assert!(matches!(
+            decode(bytes::Bytes::from_static(b"nope"), Some("gzip"), 10),
+            Err(BodyError::Compression(_))
+        ));
+        assert!(matches!(
+            decode(bytes::Bytes::new(), Some("br"), 10),
+            Err(BodyError::UnsupportedEncoding(_))
+        ));
+    }
+}

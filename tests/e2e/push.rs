@@ -1,0 +1,482 @@
+//! The gateway over real sockets and real TLS: body shapes, auth, limits,
+//! backpressure, dead letters, HTTP/2 and metrics.
+
+use crate::gw::{Gateway, config, metric_value, wait_delivered};
+use hyper::StatusCode;
+use std::io::Write;
+
+/// A push source `s` with `auth`, one pipeline through `transforms` to a
+/// local sink `out` (uncompressed, rotating every 100 ms).
+fn push_config(auth: &str, transforms: &str, extra: &str) -> String {
+    config(&format!(
+        r#"
+[sources.s]
+type = "push"
+listener = "https"
+auth = {auth}
+max_body_bytes = 4096
+max_records = 50
+
+[pipelines.p]
+source = "s"
+sink = "out"
+{transforms}
+
+[sinks.out]
+type = "local"
+path = "out"
+key = "{{route}}"
+rotate = {{ max_age_secs = 0.1 }}
+{extra}"#
+    ))
+}
+
+const BEARER: &str = r#"{ type = "bearer", token = "${env:SLUICE_E2E_TOKEN}" }"#;
+
+fn start(config: &str) -> (tempfile::TempDir, Gateway) {
+    // SAFETY-free alternative to set_var in a threaded test harness: the
+    // token goes into a file the config reads through ${file:...}.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let config = config.replace(
+        "${env:SLUICE_E2E_TOKEN}",
+        &format!("${{file:{}}}", token.display()),
+    );
+    let gw = Gateway::start(dir.path(), &config);
+    (dir, gw)
+}
+
+const AUTH: (&str, &str) = ("authorization", "Bearer s3cret-token");
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_array_object_and_gzip_bodies_are_delivered_verbatim() {
+    let (dir, gw) = start(&push_config(BEARER, "", ""));
+    let mut conn = gw.client().connect().await;
+    let nd = [AUTH, ("content-type", "application/x-ndjson")];
+    let r = conn.push("s", &nd, "{\"n\":1}\n{\"n\": 2}\n").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["accepted"], 2);
+    // Same connection (keep-alive): a JSON array, as emnify's Bulk mode sends.
+    let r = conn
+        .push(
+            "s",
+            &[AUTH, ("content-type", "application/json")],
+            "[{\"n\":3},{\"n\":4}]",
+        )
+        .await;
+    assert_eq!(r.json()["accepted"], 2, "{}", r.body);
+    // A single object, as emnify's REST mode sends, pretty-printed.
+    let r = conn
+        .push(
+            "s",
+            &[AUTH, ("content-type", "application/json")],
+            "{\n  \"n\": 5\n}",
+        )
+        .await;
+    assert_eq!(r.json()["accepted"], 1, "{}", r.body);
+    let r = conn
+        .push(
+            "s",
+            &[AUTH, ("content-encoding", "gzip")],
+            gzip(b"{\"n\":6}\n{\"n\":7}\n"),
+        )
+        .await;
+    assert_eq!(r.json()["accepted"], 2, "{}", r.body);
+    let lines = wait_delivered(&dir.path().join("out"), 7).await;
+    let records: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let mut expected = vec![
+        "{\"n\":1}",
+        "{\"n\": 2}",
+        "{\"n\":3}",
+        "{\"n\":4}",
+        "{\n  \"n\": 5\n}",
+        "{\"n\":6}",
+        "{\"n\":7}",
+    ];
+    // The pretty object is compacted for JSON lines; everything else is verbatim.
+    expected[4] = "{\"n\":5}";
+    let mut sorted = records.clone();
+    sorted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected);
+    assert!(
+        lines.iter().all(|(path, _)| path.starts_with("s/")),
+        "route defaults to the source: {lines:?}"
+    );
+    assert_eq!(
+        gw.metric("sluice_source_records_total{source=\"s\"}").await,
+        7.0
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_auth_kind_right_and_wrong() {
+    // Bearer.
+    let (_d, gw) = start(&push_config(BEARER, "", ""));
+    let c = gw.client();
+    assert_eq!(c.push("s", &[AUTH], "{}").await.status, StatusCode::OK);
+    let r = c
+        .push("s", &[("authorization", "Bearer wrong-token!")], "{}")
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.contains_key("www-authenticate"));
+    assert!(
+        !r.body.contains("s3cret"),
+        "the reply never echoes a secret"
+    );
+    assert_eq!(
+        c.push("s", &[], "{}").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.push("s", &[("authorization", "Basic czpz")], "{}")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "sluice_source_rejected_requests_total{reason=\"unauthorized\",source=\"s\"}"
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "sluice_source_records_total{source=\"s\"}"),
+        1.0
+    );
+    let log = gw.stop();
+    assert!(!log.contains("s3cret"), "logs never show a secret:\n{log}");
+
+    // Basic, as emnify sends it.
+    let (_d, gw) = start(&push_config(
+        r#"{ type = "basic", username = "emnify", password = "pw:with:colons" }"#,
+        "",
+        "",
+    ));
+    let c = gw.client();
+    use base64::Engine;
+    let good = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("emnify:pw:with:colons")
+    );
+    let bad = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("emnify:pw")
+    );
+    assert_eq!(
+        c.push("s", &[("authorization", &good)], "{}").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.push("s", &[("authorization", &bad)], "{}").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    gw.stop();
+
+    // HMAC of the body as sent.
+    let (_d, gw) = start(&push_config(
+        r#"{ type = "hmac", key = "k3y", header = "X-Signature" }"#,
+        "",
+        "",
+    ));
+    let c = gw.client();
+    use hmac::Mac;
+    let body = b"{\"signed\":true}".to_vec();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"k3y").unwrap();
+    mac.update(&body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        c.push("s", &[("x-signature", &sig)], body.clone())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = c
+        .push("s", &[("x-signature", &sig)], "{\"signed\":false}")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        c.push("s", &[], body).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_bodies_keep_nothing() {
+    let (dir, gw) = start(&push_config(BEARER, "", ""));
+    let c = gw.client();
+    let r = c
+        .push(
+            "s",
+            &[AUTH],
+            "{\"ok\":1}\n{\"ok\":2}\n{\"broken\": \n{\"ok\":3}\n",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["line"], 3, "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("line 3"),
+        "{}",
+        r.body
+    );
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(5000));
+    let r = c.push("s", &[AUTH], big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    // A small gzip body that inflates past the decoded limit is refused too.
+    let too_many: String = (0..51).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let r = c.push("s", &[AUTH], too_many).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    let r = c
+        .push(
+            "s",
+            &[AUTH, ("content-encoding", "gzip")],
+            b"not gzip".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = c.push("nope", &[AUTH], "{}").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A good request afterwards is the only thing delivered.
+    assert_eq!(
+        c.push("s", &[AUTH], "{\"good\":1}").await.status,
+        StatusCode::OK
+    );
+    let lines = wait_delivered(&dir.path().join("out"), 1).await;
+    assert_eq!(lines[0].1, "{\"good\":1}");
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "sluice_source_rejected_requests_total{reason=\"malformed\",source=\"s\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "sluice_source_rejected_requests_total{reason=\"too_large\",source=\"s\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_answers_503_with_retry_after() {
+    // The sink's root is a file, so nothing can be delivered and the spool
+    // fills up.
+    let cfg = push_config(BEARER, "", "").replace("path = \"out\"", "path = \"blocked/out\"")
+        + "\n[spool]\nmax_records = 4\nhigh_water = 1.0\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blocked"), "a file, not a folder").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token").unwrap();
+    let cfg = cfg.replace(
+        "${env:SLUICE_E2E_TOKEN}",
+        &format!("${{file:{}}}", token.display()),
+    );
+    std::fs::write(dir.path().join("sluice.toml"), &cfg).unwrap();
+    // The sink cannot even create its folder: sluice says so and exits 2.
+    let run = crate::support::run_with(
+        {
+            let mut c = crate::support::sluice();
+            c.args(["run", "--config"])
+                .arg(dir.path().join("sluice.toml"));
+            c
+        },
+        "",
+        std::time::Duration::from_secs(60),
+    );
+    run.expect_failure(2, "sink `out`");
+    // With a folder it cannot deliver into (a file is in the way of the
+    // route's folder), it starts and keeps the data spooled.
+    std::fs::remove_file(dir.path().join("blocked")).unwrap();
+    std::fs::create_dir_all(dir.path().join("blocked/out")).unwrap();
+    let in_the_way = dir.path().join("blocked/out/s");
+    std::fs::write(&in_the_way, "in the way").unwrap();
+    let gw = Gateway::start_existing(dir.path());
+    let c = gw.client();
+    let r = c.push("s", &[AUTH], "[1,2,3]").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c.push("s", &[AUTH], "[4,5]").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.headers["retry-after"], "5");
+    let r = c.push("s", &[AUTH], "[4]").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c.push("s", &[AUTH], "[5]").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(gw.metric("sluice_spool_records").await, 4.0);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        gw.metric("sluice_sink_errors_total{kind=\"io\",sink=\"out\"}")
+            .await
+            >= 1.0
+    );
+    // Once the sink can write again, everything drains and pushes succeed.
+    std::fs::remove_file(&in_the_way).unwrap();
+    let lines = wait_delivered(&dir.path().join("blocked/out"), 4).await;
+    assert_eq!(
+        lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3", "4"]
+    );
+    let mut ok = false;
+    for _ in 0..100 {
+        if c.push("s", &[AUTH], "[5]").await.status == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "pushes succeed again once the spool drains");
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_and_timeout_go_to_dead_letter_with_original_bytes() {
+    let hostile = sluice_test_artifacts::HOSTILE_COMPONENT;
+    let transforms = format!(
+        r#"[[pipelines.p.transforms]]
+use = "{hostile}"
+config = {{ mode = "trap" }}
+
+[[pipelines.p.transforms]]
+use = "{hostile}"
+config = {{ mode = "loop" }}
+"#
+    );
+    let cfg = push_config(BEARER, &transforms, "").replace(
+        "[sinks.out]",
+        "[limits]\ntransform_deadline_ms = 200\n\n[sinks.out]",
+    );
+    let (dir, gw) = start(&cfg);
+    let c = gw.client();
+    let r = c
+        .push(
+            "s",
+            &[AUTH, ("content-type", "application/x-ndjson")],
+            "{\"a\":1}\n\"boom\"\n\"spin\"\n{\"a\":2}\n",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let lines = wait_delivered(&dir.path().join("out"), 4).await;
+    let (dead, good): (Vec<_>, Vec<_>) = lines
+        .iter()
+        .partition(|(p, _)| p.starts_with("dead_letter/"));
+    assert_eq!(
+        good.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+        ["{\"a\":1}", "{\"a\":2}"]
+    );
+    assert_eq!(dead.len(), 2, "{lines:?}");
+    let dead: Vec<serde_json::Value> = dead
+        .iter()
+        .map(|(_, l)| serde_json::from_str(l).unwrap())
+        .collect();
+    let boom = dead
+        .iter()
+        .find(|d| d["original"] == "\"boom\"")
+        .expect("the trapping record, verbatim");
+    assert!(
+        boom["error"].as_str().unwrap().contains("trapped"),
+        "{boom}"
+    );
+    assert!(
+        boom["error"]
+            .as_str()
+            .unwrap()
+            .contains("hostile guest: boom"),
+        "panic message kept: {boom}"
+    );
+    assert_eq!(boom["pipeline"], "p");
+    let spin = dead
+        .iter()
+        .find(|d| d["original"] == "\"spin\"")
+        .expect("the looping record, verbatim");
+    assert!(
+        spin["error"].as_str().unwrap().contains("deadline"),
+        "{spin}"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "sluice_dead_letter_records_total{pipeline=\"p\"}"),
+        2.0,
+        "{m}"
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_push_and_promtool_accepts_the_metrics() {
+    let transforms = "[[pipelines.p.transforms]]\nuse = \"ecs-jumpcloud\"\n";
+    let (dir, gw) = start(&push_config(BEARER, transforms, "compression = \"gzip\""));
+    let event = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/jumpcloud-events.jsonl"
+    ))
+    .unwrap();
+    let first = event.lines().next().unwrap().to_string();
+    let (version, r) = gw.client().push_h2("s", &[AUTH], first.clone()).await;
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let lines = wait_delivered(&dir.path().join("out"), 1).await;
+    let (path, doc) = &lines[0];
+    assert!(
+        path.starts_with("jumpcloud.") && path.ends_with(".jsonl.gz"),
+        "{path}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+    assert_eq!(doc["event"]["original"], first.as_str());
+    assert_eq!(doc["ecs"]["version"], "8.11.0");
+
+    let scrape = gw.metrics().await;
+    for family in [
+        "sluice_source_records_total",
+        "sluice_transform_records_total",
+        "sluice_transform_batch_duration_seconds_bucket",
+        "sluice_spool_records",
+        "sluice_sink_objects_total",
+        "sluice_sink_delivery_latency_seconds_bucket",
+    ] {
+        assert!(scrape.contains(family), "{family} missing:\n{scrape}");
+    }
+    let promtool = crate::support::promtool();
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (scripts/setup.sh installs it): {e}",
+                promtool.display()
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.stop();
+}
