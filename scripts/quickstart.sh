@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job, until the gateway's `sluice run` lands: build sluice and run
-# sample JumpCloud Directory Insights events through the built-in
-# ecs-jumpcloud transform, printing the ECS documents.
+# The main job: build sluice and run the gateway on examples/quickstart.toml
+# (HTTPS push on 127.0.0.1:8443 -> ecs-jumpcloud -> target/quickstart/out).
+# Stop it with Ctrl-C; undelivered data stays in the spool for next time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p sluice
-target/release/sluice transform list
-target/release/sluice transform run ecs-jumpcloud --input examples/jumpcloud-events.jsonl
+export SLUICE_PUSH_TOKEN="${SLUICE_PUSH_TOKEN:-quickstart-token}"
+echo "push token: \$SLUICE_PUSH_TOKEN (set it to choose another)"
+exec target/release/sluice run --config examples/quickstart.toml

@@ -26,7 +26,7 @@ pub enum PipelineError {
         /// Transform reference.
         transform: String,
         /// Why.
-        source: crate::builtins::ResolveError,
+        source: Box<crate::builtins::ResolveError>,
     },
     /// The component is not the pinned one.
     #[error(
@@ -49,7 +49,7 @@ pub enum PipelineError {
         /// Pipeline.
         pipeline: String,
         /// Why.
-        source: WasmError,
+        source: Box<WasmError>,
     },
 }
 
@@ -126,7 +126,7 @@ impl Pipeline {
                 PipelineError::Load {
                     pipeline: name.into(),
                     transform: t.uses.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             if let Some(pin) = &t.sha256
@@ -179,7 +179,7 @@ impl Pipeline {
             .collect::<Result<_, _>>()
             .map_err(|source| PipelineError::Instantiate {
                 pipeline: self.name.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 

@@ -163,3 +163,61 @@ fn a_pin_mismatch_refuses_to_start() {
     run.expect_failure(2, "refusing to start");
     assert!(!dir.path().join("out").exists() || delivered(&dir.path().join("out")).is_empty());
 }
+
+/// The README's quick start: examples/quickstart.toml as shipped (only its
+/// ports and folders moved), the sample events pushed as the README's curl
+/// does, ECS documents delivered gzipped under `jumpcloud.<service>/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_config_maps_pushed_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let shipped = std::fs::read_to_string(format!("{root}/examples/quickstart.toml")).unwrap();
+    let cfg = shipped
+        .replace("127.0.0.1:9464", "127.0.0.1:0")
+        .replace("127.0.0.1:8443", "127.0.0.1:0")
+        .replace("../target/quickstart/", "")
+        .replace("max_age_secs = 5", "max_age_secs = 0.2")
+        .replace("${env:SLUICE_PUSH_TOKEN}", "quickstart-token");
+    assert_ne!(cfg, shipped);
+    let gw = Gateway::start(dir.path(), &cfg);
+    let events =
+        std::fs::read_to_string(format!("{root}/examples/jumpcloud-events.jsonl")).unwrap();
+    let n = events.lines().count();
+    let r = gw
+        .client()
+        .push(
+            "jumpcloud",
+            &[
+                ("authorization", "Bearer quickstart-token"),
+                ("content-type", "application/x-ndjson"),
+            ],
+            events.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let lines = wait_delivered(&dir.path().join("out"), n).await;
+    for (path, doc) in &lines {
+        let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let original: serde_json::Value =
+            serde_json::from_str(doc["event"]["original"].as_str().unwrap()).unwrap();
+        let service = original["service"].as_str().unwrap().to_string();
+        assert!(
+            path.starts_with(&format!("jumpcloud.{service}/")),
+            "{path} for {service}"
+        );
+        assert!(path.ends_with(".jsonl.gz"), "{path}");
+        assert!(
+            doc["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "preserve_original_event"),
+            "{doc}"
+        );
+        assert!(
+            events.lines().any(|l| doc["event"]["original"] == l),
+            "event.original is a pushed line verbatim"
+        );
+    }
+    gw.stop();
+}

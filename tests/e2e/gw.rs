@@ -113,6 +113,15 @@ impl Gateway {
         }
     }
 
+    /// The process id.
+    #[allow(
+        dead_code,
+        reason = "used by the load benchmark, which includes this file"
+    )]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// What the gateway has logged so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -146,28 +155,34 @@ impl Gateway {
         Client::new(self.push, &self.cert)
     }
 
-    /// The `/metrics` text.
-    pub async fn metrics(&self) -> String {
+    /// GET on the admin listener: status and body.
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
         let stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(conn);
-        let req = Request::get("/metrics")
+        let req = Request::get(path)
             .header("host", "admin")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = send.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        String::from_utf8(
-            resp.into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap()
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.admin_get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        body
     }
 
     /// The value of one metric sample (0 when absent).

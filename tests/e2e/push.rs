@@ -441,6 +441,12 @@ async fn http2_push_and_promtool_accepts_the_metrics() {
     assert_eq!(doc["event"]["original"], first.as_str());
     assert_eq!(doc["ecs"]["version"], "8.11.0");
 
+    assert_eq!(gw.admin_get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(
+        gw.admin_get("/readyz").await,
+        (StatusCode::OK, "{\"status\":\"ready\"}".to_string())
+    );
+    assert_eq!(gw.admin_get("/nope").await.0, StatusCode::NOT_FOUND);
     let scrape = gw.metrics().await;
     for family in [
         "sluice_source_records_total",

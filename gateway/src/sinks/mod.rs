@@ -107,7 +107,11 @@ pub(crate) fn validate_common(
             ));
         }
     }
-    if rotate.max_bytes == 0 || rotate.max_records == 0 || !(rotate.max_age_secs > 0.0) {
+    if rotate.max_bytes == 0
+        || rotate.max_records == 0
+        || rotate.max_age_secs.is_nan()
+        || rotate.max_age_secs <= 0.0
+    {
         out.push(invalid(
             &["sinks", name, "rotate"],
             "max_bytes, max_records and max_age_secs must be positive",

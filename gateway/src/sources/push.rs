@@ -125,7 +125,7 @@ struct Refusal {
     status: StatusCode,
     reason: Rejection,
     message: String,
-    extra: Option<serde_json::Value>,
+    extra: Option<Box<serde_json::Value>>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -375,7 +375,9 @@ fn body_refusal(e: BodyError) -> Refusal {
     };
     let mut r = Refusal::new(status, reason, e.to_string());
     if let BodyError::Malformed { line, column, .. } = e {
-        r.extra = Some(serde_json::json!({"line": line, "column": column}));
+        r.extra = Some(Box::new(
+            serde_json::json!({"line": line, "column": column}),
+        ));
     }
     r
 }

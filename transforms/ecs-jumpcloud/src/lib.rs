@@ -204,11 +204,12 @@ impl EcsJumpcloud {
         set(&mut doc, "event.outcome", outcome.into())?;
 
         // 15 (section 3): JumpCloud's own geoip, not a GeoIP database.
-        if self.geo_from_event && json::get(&doc, "client.ip").is_some() {
-            if let Some(geo) = json::get(&ev, "geoip").and_then(Value::as_object) {
-                for (to, value) in client_geo(geo) {
-                    set(&mut doc, to, value)?;
-                }
+        if self.geo_from_event
+            && json::get(&doc, "client.ip").is_some()
+            && let Some(geo) = json::get(&ev, "geoip").and_then(Value::as_object)
+        {
+            for (to, value) in client_geo(geo) {
+                set(&mut doc, to, value)?;
             }
         }
 
