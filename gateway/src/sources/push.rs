@@ -185,7 +185,7 @@ pub async fn handle(state: Arc<PushState>, req: Request<Incoming>) -> Reply {
                 .push_rejected(&source.name, r.reason, &r.message);
             let mut body = serde_json::json!({"error": r.message});
             if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
-                (r.extra, body.as_object_mut())
+                (r.extra.map(|e| *e), body.as_object_mut())
             {
                 obj.extend(extra);
             }
