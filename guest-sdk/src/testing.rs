@@ -161,3 +161,53 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("x"));
     }
 }
+
+/// Turns a documentation example into strict JSON, for test fixtures
+/// copied from vendors' docs: `//` comments are removed, and a line break
+/// inside a string (docs sometimes wrap long strings) becomes a space.
+/// Everything else is left as it is, so invalid JSON stays invalid.
+pub fn strict_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                '\n' => {
+                    out.push(' ');
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(c);
+        } else if c == '/' && chars.peek() == Some(&'/') {
+            for c in chars.by_ref() {
+                if c == '\n' {
+                    out.push('\n');
+                    break;
+                }
+            }
+        } else {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod strict_json_tests {
+    use super::strict_json;
+
+    #[test]
+    fn strips_comments_outside_strings_only() {
+        let text = "{ \"a\": 1, // note\n \"url\": \"http://x//y\", \"s\": \"two\nlines\" }";
+        let v: serde_json::Value = serde_json::from_str(&strict_json(text)).unwrap();
+        assert_eq!(v["url"], "http://x//y");
+        assert_eq!(v["s"], "two lines");
+        assert_eq!(v["a"], 1);
+    }
+}

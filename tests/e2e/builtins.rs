@@ -63,3 +63,73 @@ fn ecs_jumpcloud_rejects_unknown_config() {
     let run = transform_run(&["ecs-jumpcloud", "--config", "geo=1"], "{}\n");
     run.expect_failure(2, "rejected its configuration: key `geo`: unknown key");
 }
+
+/// Every emnify docs example, as one JSON line each (arrays of one are
+/// unwrapped, as the push source does with a Bulk array).
+fn emnify_lines(dir: &str) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/emnify/");
+    let mut paths: Vec<_> = std::fs::read_dir(format!("{root}{dir}"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    let mut out = String::new();
+    for p in paths {
+        let text = sluice_sdk::testing::strict_json(&std::fs::read_to_string(&p).unwrap());
+        match serde_json::from_str::<Value>(&text).unwrap() {
+            Value::Array(items) => items.iter().for_each(|i| out.push_str(&format!("{i}\n"))),
+            v => out.push_str(&format!("{v}\n")),
+        }
+    }
+    out
+}
+
+#[test]
+fn emnify_csv_usage_prints_emnify_header_and_rows() {
+    let usage = emnify_lines("usage");
+    let run = transform_run(&["emnify-csv", "--output", "csv"], &usage);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.split("\r\n").collect();
+    assert_eq!(
+        lines[0],
+        "\"id\",\"event_start_timestamp\",\"event_stop_timestamp\",\"organisation_id\",\"organisation_name\",\
+         \"endpoint_id\",\"sim_id\",\"iccid\",\"imsi\",\"operator_id\",\"operator_name\",\"country_id\",\
+         \"operator_country_name\",\"traffic_type_id\",\"traffic_type_description\",\"volume\",\"volume_tx\",\
+         \"volume_rx\",\"cost\",\"currency_id\",\"currency_code\",\"currency_symbol\",\"ratezone_tariff_id\",\
+         \"ratezone_tariff_name\",\"ratezone_id\",\"ratezone_name\",\"endpoint_name\",\"endpoint_ip_address\",\
+         \"endpoint_tags\",\"endpoint_imei\",\"msisdn_msisdn\",\"sim_production_date\",\"operator_mncs\",\"country_mcc\""
+    );
+    assert_eq!(
+        lines.len(),
+        4,
+        "header, two rows, and the final CRLF: {:?}",
+        run.stdout
+    );
+    assert!(
+        lines[1]
+            .starts_with("\"333333333333333\",\"2022-04-26 11:53:43\",\"2024-02-15 14:56:15\","),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains(",\"0.0018851200\",\"1\",\"EUR\",\"€\","),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn emnify_csv_flattens_every_event_example() {
+    let events = emnify_lines("events");
+    let run = transform_run(&["emnify-csv"], &events);
+    assert_eq!(run.code, 0, "every example flattens: {}", run.stderr);
+    let rows: Vec<Value> = docs(&run.stdout);
+    assert_eq!(rows.len(), events.lines().count());
+    assert!(rows.iter().all(|r| r.as_object().unwrap().len() == 27));
+    // Event columns differ per record only in values, never in order, so
+    // one CSV object holds them all.
+    let run = transform_run(&["emnify-csv", "--output", "csv"], &events);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.split("\r\n").count(), events.lines().count() + 2);
+}
