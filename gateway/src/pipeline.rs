@@ -8,7 +8,7 @@
 //! hit fails a batch: the batch is then retried one record at a time, so
 //! only the record that caused it is dead-lettered.
 
-use crate::config::{Config, FailPolicy, PipelineConfig, config_value_string};
+use crate::config::{Config, FailPolicy, PipelineConfig, Secret, config_value_string};
 use crate::metrics::{BatchCounts, Metrics};
 use crate::spool::NewRow;
 use crate::wasm::{InputRecord, TransformComponent, WasmError, WasmHost, Worker, error_kind_str};
@@ -42,6 +42,19 @@ pub enum PipelineError {
         expected: String,
         /// What was loaded.
         actual: String,
+    },
+    /// A `${env:…}` or `${file:…}` value in a transform's config could not
+    /// be read.
+    #[error("pipeline `{pipeline}`, transform `{transform}`, config `{key}`: {message}")]
+    Secret {
+        /// Pipeline.
+        pipeline: String,
+        /// Transform reference.
+        transform: String,
+        /// The config key.
+        key: String,
+        /// Why (never the value).
+        message: String,
     },
     /// The transform rejected its config, or could not be instantiated.
     #[error("pipeline `{pipeline}`: {source}")]
@@ -139,11 +152,28 @@ impl Pipeline {
                     actual: component.sha256().to_string(),
                 });
             }
-            let config = t
-                .config
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), config_value_string(v)?)))
-                .collect();
+            // Values may be secrets (an HMAC key for `redact`): `${env:…}`
+            // and `${file:…}` are read here, and passed only to the guest.
+            let mut config = Vec::with_capacity(t.config.len());
+            for (k, v) in &t.config {
+                let Some(text) = config_value_string(v) else {
+                    continue;
+                };
+                let value = match Secret::parse(&text) {
+                    Ok(Secret::Literal(_)) | Err(_) => text,
+                    Ok(secret) => {
+                        let resolved =
+                            secret.resolve().map_err(|message| PipelineError::Secret {
+                                pipeline: name.into(),
+                                transform: t.uses.clone(),
+                                key: k.clone(),
+                                message,
+                            })?;
+                        String::from_utf8_lossy(resolved.expose()).into_owned()
+                    }
+                };
+                config.push((k.clone(), value));
+            }
             steps.push(Step {
                 label: t.uses.clone(),
                 component,

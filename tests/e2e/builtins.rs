@@ -133,3 +133,73 @@ fn emnify_csv_flattens_every_event_example() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout.split("\r\n").count(), events.lines().count() + 2);
 }
+
+#[test]
+fn redact_masks_and_hashes_the_example_events() {
+    let examples = include_str!("../../examples/jumpcloud-events.jsonl");
+    let run = transform_run(
+        &[
+            "redact",
+            "--config",
+            "fields=username:hash,initiated_by.username:hash",
+            "--config",
+            "detectors=email:mask,ipv4:mask,ipv6:mask",
+            "--config",
+            "hash_key=e2e-test-key-0123456789",
+        ],
+        examples,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), examples.lines().count());
+    for (out, input) in docs(&run.stdout).iter().zip(examples.lines()) {
+        let input: Value = serde_json::from_str(input).unwrap();
+        if let Some(ip) = input["client_ip"].as_str() {
+            assert!(!run.stdout.contains(ip), "{ip} left in the clear");
+            assert!(
+                out["client_ip"].as_str().unwrap().ends_with(".x.x"),
+                "{out}"
+            );
+        }
+        if let Some(user) = input["username"].as_str() {
+            assert_eq!(out["username"].as_str().unwrap().len(), 64, "hashed: {out}");
+            assert_ne!(out["username"], user);
+        }
+        assert_eq!(
+            out["event_type"], input["event_type"],
+            "the rest is untouched"
+        );
+    }
+}
+
+#[test]
+fn j1_cdc_turns_entities_into_change_records() {
+    // queryV1 result elements (deleted ones included, as with includeDeleted):
+    // a new Finding, an updated Vulnerability, a deleted Alert.
+    let input = concat!(
+        r#"{"id":"a1","entity":{"_id":"a1","_key":"f-1","_type":"aws_inspector_finding","_class":["Finding"],"_accountId":"j1acct","_version":1,"_deleted":false,"_createdOn":"2025-11-03T10:55:37.188Z","_beginOn":"2025-11-03T10:55:37.188Z","displayName":"CVE-2025-0001 on host"},"properties":{"severity":"high","numericSeverity":7,"open":true,"category":"system","tag.Production":true}}"#,
+        "\n",
+        r#"{"id":"b2","entity":{"_id":"b2","_key":"v-9","_type":["snyk_vulnerability"],"_class":["Vulnerability"],"_accountId":"j1acct","_version":4,"_deleted":false,"_createdOn":1553366320704,"_beginOn":1759510655079,"displayName":"lodash prototype pollution"},"properties":{"severity":"medium","blocking":false,"open":true,"production":true,"public":false,"category":"application"}}"#,
+        "\n",
+        r#"{"id":"c3","entity":{"_id":"c3","_key":"alert-3","_type":"jupiterone_alert","_class":["Alert"],"_accountId":"j1acct","_version":2,"_deleted":true,"_createdOn":1553366320704,"_beginOn":1759510655079,"_endOn":1759510699000,"displayName":"Open S3 bucket"},"properties":{"name":"Open S3 bucket"}}"#,
+        "\n",
+    );
+    let run = transform_run(&["j1-cdc"], input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = docs(&run.stdout);
+    let ops: Vec<&str> = out
+        .iter()
+        .map(|d| d["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["c", "u", "d"]);
+    assert_eq!(
+        out[0]["labels"],
+        serde_json::json!(["Entity", "Finding", "aws_inspector_finding"])
+    );
+    assert_eq!(out[0]["properties"]["_createdOn"], 1762167337188u64);
+    assert_eq!(out[0]["properties"]["tag.Production"], true);
+    assert_eq!(
+        out[1]["labels"],
+        serde_json::json!(["Entity", "Vulnerability", "snyk_vulnerability"])
+    );
+    assert_eq!(out[2]["properties"]["_deleted"], true);
+}
