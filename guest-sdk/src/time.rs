@@ -123,6 +123,27 @@ pub fn parse_rfc3339(s: &str) -> Result<Timestamp, TimeError> {
 }
 
 impl Timestamp {
+    /// The instant of a UTC calendar date and time (proleptic Gregorian;
+    /// the fields are not range-checked: validate them first).
+    pub fn from_civil(
+        year: i64,
+        month: u32,
+        day: u32,
+        hour: u32,
+        minute: u32,
+        second: u32,
+        nanos: u32,
+    ) -> Self {
+        let days = days_from_civil(year, month, day);
+        Timestamp {
+            unix_seconds: days * 86_400
+                + i64::from(hour) * 3600
+                + i64::from(minute) * 60
+                + i64::from(second),
+            nanos,
+        }
+    }
+
     /// The instant `millis` milliseconds after the epoch.
     pub fn from_unix_millis(millis: i64) -> Self {
         Timestamp {

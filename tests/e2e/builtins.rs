@@ -203,3 +203,59 @@ fn j1_cdc_turns_entities_into_change_records() {
     );
     assert_eq!(out[2]["properties"]["_deleted"], true);
 }
+
+#[test]
+fn ecs_jupiterone_maps_alerts_findings_and_vulnerabilities() {
+    // queryV1 result elements shaped like Elastic's pipeline test data
+    // (ISO dates, string `_type`) and the Node client's (epoch ms dates).
+    let input = concat!(
+        r#"{"id":"3a4e5b6c-0001","entity":{"_id":"3a4e5b6c-0001","_key":"arn:aws:inspector2:finding/1","_type":"aws_inspector_finding","_class":["Finding"],"_accountId":"j1acct","_createdOn":"2025-11-03T10:55:37.188Z","_beginOn":"2025-11-03T10:55:37.188Z","_version":3,"_deleted":false,"_source":"integration-managed","_integrationType":"aws","_integrationClass":["CSP"],"displayName":"Port 22 open to the internet"},"properties":{"description":"SSH reachable from 0.0.0.0/0","webLink":"https://console.aws.amazon.com/inspector/v2/home#/findings/1","level":"HIGH","severity":"high","numericSeverity":"8","open":"true","category":"network","deviceHostname":"bastion-1","deviceLocalIp":"10.0.1.7","deviceExternalIp":"203.0.113.40","tactic":"Initial Access","tacticId":"TA0001","technique":"Exploit Public-Facing Application","techniqueId":"T1190","tag.AccountName":"prod","tag.Production":"true"}}"#,
+        "\n",
+        r#"{"id":"9f00-0002","entity":{"_id":"9f00-0002","_key":"snyk:vuln:1","_type":"snyk_vulnerability","_class":["Vulnerability"],"_accountId":"j1acct","_createdOn":1553366320704,"_beginOn":1759510655079,"_version":1,"_deleted":false,"displayName":"Prototype pollution in lodash"},"properties":{"description":"lodash before 4.17.19","cveId":"CVE-2020-8203","score":7.4,"severity":"High","category":"application","open":true,"blocking":false,"production":true,"public":false}}"#,
+        "\n",
+        r#"{"id":"77aa-0003","entity":{"_id":"77aa-0003","_key":"j1-alert-3","_type":"jupiterone_alert","_class":["Alert"],"_accountId":"j1acct","_createdOn":"2025-10-01T08:00:00Z","_beginOn":"2025-10-01T08:00:00Z","_endOn":"2025-10-02T08:00:00Z","_version":2,"_deleted":true,"displayName":"Unencrypted S3 bucket"},"properties":{"description":"Bucket logs-raw is not encrypted","level":"Medium","userName":"alice","approvers":["bob","carol"]}}"#,
+        "\n",
+    );
+    let run = transform_run(
+        &["ecs-jupiterone", "--config", "preserve_original_event=true"],
+        input,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = docs(&run.stdout);
+    assert_eq!(out.len(), 3);
+    for (doc, line) in out.iter().zip(input.lines()) {
+        assert_eq!(doc["ecs"]["version"], "9.2.0");
+        assert_eq!(doc["event"]["kind"], "alert", "{doc}");
+        assert_eq!(doc["event"]["original"], line);
+        assert!(doc.get("error").is_none(), "{doc}");
+        assert_eq!(doc["tags"], serde_json::json!(["preserve_original_event"]));
+    }
+    let finding = &out[0];
+    assert_eq!(finding["url"]["domain"], "console.aws.amazon.com");
+    assert_eq!(finding["url"]["fragment"], "/findings/1");
+    assert_eq!(
+        finding["threat"]["technique"]["id"],
+        serde_json::json!(["T1190"])
+    );
+    assert_eq!(
+        finding["related"]["ip"],
+        serde_json::json!(["10.0.1.7", "203.0.113.40"])
+    );
+    assert_eq!(
+        finding["jupiter_one"]["asset"]["properties"]["tag"]["production"],
+        true
+    );
+    let vuln = &out[1];
+    assert_eq!(vuln["vulnerability"]["id"], "CVE-2020-8203");
+    assert_eq!(
+        vuln["event"]["created"], "2019-03-23T18:38:40.704Z",
+        "epoch ms read (Sluice difference 1)"
+    );
+    let alert = &out[2];
+    assert_eq!(alert["event"]["duration"], 86_400_000_000_000u64);
+    assert_eq!(
+        alert["related"]["user"],
+        serde_json::json!(["alice", "bob", "carol"])
+    );
+    assert_eq!(alert["log"]["level"], "medium");
+}
