@@ -9,7 +9,8 @@
 //! - [`builtins`]: the transforms embedded in the binary;
 //! - [`encoding`]: JSON lines and CSV, shared by the CLI and the sinks;
 //! - [`config`]: the TOML config, its validation and secrets;
-//! - [`sources`]: the HTTPS push source and its server loop;
+//! - [`sources`]: the HTTPS push source and the JumpCloud and JupiterOne pollers;
+//! - [`http_client`]: the pollers' HTTPS client;
 //! - [`pipeline`]: transforms applied to a source's records;
 //! - [`spool`]: the durable SQLite spool (and poller checkpoints);
 //! - [`sinks`]: object delivery (local directory);
@@ -22,6 +23,7 @@ pub mod builtins;
 pub mod commands;
 pub mod config;
 pub mod encoding;
+pub mod http_client;
 pub mod metrics;
 pub mod pipeline;
 pub mod sinks;

@@ -33,6 +33,9 @@ pub struct Metrics {
     sink_errors: IntCounterVec,
     sink_latency: HistogramVec,
     ack_seconds: Histogram,
+    poller_requests: IntCounterVec,
+    poller_events: IntCounterVec,
+    poller_stopped: prometheus::IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -210,6 +213,17 @@ impl Metrics {
             spool_bytes,
             spool_oldest_age,
             ack_seconds,
+            poller_requests: counter(&r, "sluice_poller_requests_total", "API requests made by pollers, per source and outcome.", &["source", "outcome"]),
+            poller_events: counter(&r, "sluice_poller_events_total", "Events per poller: received, duplicate (filtered), spooled.", &["source", "stage"]),
+            poller_stopped: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new("sluice_poller_stopped", "1 when a poller has stopped on an error that needs an operator (bad key, no permission)."),
+                    &["source"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -346,6 +360,65 @@ impl Metrics {
             error,
             "record cannot be encoded; written to dead_letter"
         );
+    }
+}
+
+/// Per-cycle poller statistics, as Devo's collector reports them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CycleStats {
+    /// API requests made.
+    pub requests: u64,
+    /// Events received from the API.
+    pub received: u64,
+    /// Events dropped because they were already spooled.
+    pub duplicates: u64,
+    /// Events committed to the spool.
+    pub spooled: u64,
+}
+
+impl Metrics {
+    /// One API request finished with `outcome` (`ok`, `429`, `5xx`, `4xx`,
+    /// `network`, `invalid_json`, `graphql_error`).
+    pub fn poll_request(&self, source: &str, outcome: &str) {
+        self.poller_requests.with_label_values(&[source, outcome]).inc();
+    }
+
+    /// A page was committed.
+    pub fn poll_page(&self, source: &str, received: usize, duplicates: usize, spooled: usize) {
+        let add = |stage: &str, n: usize| {
+            if n > 0 {
+                self.poller_events.with_label_values(&[source, stage]).inc_by(n as u64);
+            }
+        };
+        add("received", received);
+        add("duplicate", duplicates);
+        add("spooled", spooled);
+    }
+
+    /// A cycle ended: one log line with the cycle's figures.
+    pub fn poll_cycle(&self, source: &str, stats: &CycleStats, elapsed: std::time::Duration) {
+        let rate = stats.spooled as f64 / elapsed.as_secs_f64().max(1e-3);
+        tracing::info!(
+            source,
+            requests = stats.requests,
+            received = stats.received,
+            duplicates_filtered = stats.duplicates,
+            spooled = stats.spooled,
+            events_per_sec = format!("{rate:.1}"),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "poll cycle done"
+        );
+    }
+
+    /// A request will be retried after `wait`.
+    pub fn poll_retry(&self, source: &str, reason: &str, wait: std::time::Duration) {
+        tracing::warn!(source, reason, wait_ms = wait.as_millis() as u64, "poll request failed; retrying");
+    }
+
+    /// A poller stopped on an error an operator must fix.
+    pub fn poller_stopped(&self, source: &str, reason: &str) {
+        self.poller_stopped.with_label_values(&[source]).set(1);
+        tracing::error!(source, reason, "poller stopped; fix the cause and restart sluice");
     }
 }
 

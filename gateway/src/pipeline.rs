@@ -365,6 +365,49 @@ impl Pipeline {
     }
 }
 
+/// Why [`run_all`] produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RunAllError {
+    /// sluice is shutting down.
+    #[error("shutting down")]
+    Closed,
+    /// A worker thread panicked.
+    #[error("transform worker failed: {0}")]
+    Worker(String),
+    /// No instance could be created.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Runs `records` through every pipeline of a source, each call on a
+/// blocking thread once one of the `workers` permits is free. Returns all
+/// their rows, to be committed in one spool transaction; on error none.
+///
+/// # Errors
+///
+/// [`RunAllError`].
+pub async fn run_all(
+    pipelines: &[Arc<Pipeline>],
+    workers: &Arc<tokio::sync::Semaphore>,
+    records: Vec<Vec<u8>>,
+    received_at_ms: i64,
+) -> Result<Vec<NewRow>, RunAllError> {
+    let records = Arc::new(records);
+    let mut rows = Vec::new();
+    for pipeline in pipelines {
+        let permit = workers.clone().acquire_owned().await.map_err(|_| RunAllError::Closed)?;
+        let (p, r) = (pipeline.clone(), records.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            p.process(&r, received_at_ms)
+        })
+        .await
+        .map_err(|e| RunAllError::Worker(e.to_string()))??;
+        rows.extend(out);
+    }
+    Ok(rows)
+}
+
 fn policy_str(p: FailPolicy) -> &'static str {
     match p {
         FailPolicy::DeadLetter => "dead-letter",

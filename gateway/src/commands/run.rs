@@ -9,7 +9,10 @@
 //! delivered stays in the spool for the next start.
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ConfigError, SinkConfig, SourceConfig};
+use crate::config::{Config, ConfigError, Secrets, SinkConfig, SourceConfig};
+use crate::sources::jumpcloud::JumpCloud;
+use crate::sources::jupiterone::JupiterOne;
+use crate::sources::poller::{PollCtx, PollError, Poller, run_loop};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::sinks::key::KeyTemplate;
@@ -62,6 +65,14 @@ pub enum RunError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A poller could not be set up.
+    #[error("source `{source_name}`: {message}")]
+    Poller {
+        /// The source.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
     /// A sink could not start.
     #[error("sink `{sink}`: {source}")]
     Sink {
@@ -70,6 +81,147 @@ pub enum RunError {
         /// Why.
         source: SinkError,
     },
+}
+
+/// What every long-running command shares: the spool, the pipelines, the
+/// sinks (each on its own thread) and the shutdown signal.
+pub(crate) struct Core {
+    pub(crate) secrets: Secrets,
+    pub(crate) state_dir: std::path::PathBuf,
+    pub(crate) metrics: Metrics,
+    pub(crate) spool: Arc<Spool>,
+    pub(crate) pipelines: HashMap<String, Vec<Arc<Pipeline>>>,
+    pub(crate) workers: Arc<Semaphore>,
+    pub(crate) shutdown_tx: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    sink_threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Core {
+    /// Opens the spool, loads and pins every transform, starts the sinks.
+    pub(crate) fn start(config: &Config) -> Result<Self, RunError> {
+        let secrets = config.resolve_secrets()?;
+        let state_dir = config.state_dir();
+        let metrics = Metrics::new();
+        let spool = Spool::open(&state_dir, config.spool.clone())?;
+        let (records, bytes) = spool.depth();
+        if records > 0 {
+            tracing::info!(records, bytes, "spool holds undelivered records; delivering them");
+        }
+        let workers = match config.limits.workers {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            n => n,
+        };
+        let instances: usize = config.pipelines.values().map(Pipeline::instances_per_call).sum::<usize>() * (workers + 1);
+        let host = WasmHost::new(HostConfig {
+            deadline: Duration::from_millis(config.limits.transform_deadline_ms),
+            memory_cap: (config.limits.transform_memory_mib as usize) << 20,
+            max_instances: u32::try_from(instances + 8).unwrap_or(u32::MAX),
+            // $SLUICE_CACHE_DIR lets several gateways (or test runs) share
+            // compiled components; by default the cache lives with the state.
+            cache_dir: Some(std::env::var_os("SLUICE_CACHE_DIR").map_or_else(|| state_dir.join("cache"), Into::into)),
+        })?;
+        let mut pipelines: HashMap<String, Vec<Arc<Pipeline>>> = HashMap::new();
+        for (name, p) in &config.pipelines {
+            let built = Pipeline::build(name, p, config, &host, metrics.clone())?;
+            pipelines.entry(p.source.clone()).or_default().push(Arc::new(built));
+        }
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let handle = tokio::runtime::Handle::current();
+        let mut sink_threads = Vec::new();
+        for (name, s) in &config.sinks {
+            let SinkConfig::Local(l) = s;
+            let sink_err = |source| RunError::Sink {
+                sink: name.clone(),
+                source,
+            };
+            let store = sinks::local::LocalStore::open(config.path(&l.path)).map_err(sink_err)?;
+            let key = KeyTemplate::parse(&l.key).map_err(|e| {
+                sink_err(SinkError::Io {
+                    path: config.file.clone(),
+                    message: e.to_string(),
+                })
+            })?;
+            let settings = ObjectSettings {
+                name: name.as_str().into(),
+                key,
+                encoding: l.encoding,
+                compression: l.compression,
+                compression_level: l.compression_level,
+                rotate: l.rotate.clone(),
+            };
+            let (spool, metrics, handle, shutdown) = (spool.clone(), metrics.clone(), handle.clone(), shutdown.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("sink-{name}"))
+                .spawn(move || sinks::run(settings, store, spool, metrics, &handle, shutdown))
+                .map_err(|e| sink_err(SinkError::io(&config.file, &e)))?;
+            sink_threads.push(thread);
+        }
+        Ok(Self {
+            secrets,
+            state_dir,
+            metrics,
+            spool,
+            pipelines,
+            workers: Arc::new(Semaphore::new(workers)),
+            shutdown_tx,
+            shutdown,
+            sink_threads,
+        })
+    }
+
+    /// A poller for source `name`, if it is one, with its interval.
+    pub(crate) fn poller(&self, config: &Config, name: &str) -> Result<Option<(Poller, Duration)>, RunError> {
+        let err = |e: PollError| RunError::Poller {
+            source_name: name.to_string(),
+            message: e.to_string(),
+        };
+        let key = || self.secrets.api.get(name).cloned().ok_or_else(|| err(PollError::Fatal("no API key".into())));
+        Ok(match config.sources.get(name) {
+            Some(SourceConfig::Jumpcloud(j)) => {
+                let ca = j.ca_file.as_deref().map(|p| config.path(p));
+                let interval = Duration::from_secs(j.interval_secs);
+                Some((Poller::JumpCloud(JumpCloud::new(j.clone(), &key()?, ca).map_err(err)?), interval))
+            }
+            Some(SourceConfig::Jupiterone(j)) => {
+                let ca = j.ca_file.as_deref().map(|p| config.path(p));
+                let interval = Duration::from_secs(j.interval_secs);
+                Some((Poller::JupiterOne(JupiterOne::new(j.clone(), &key()?, ca).map_err(err)?), interval))
+            }
+            _ => None,
+        })
+    }
+
+    /// The context a poller of source `name` runs in.
+    pub(crate) fn poll_ctx(&self, name: &str, checkpoint: String) -> PollCtx {
+        PollCtx {
+            name: name.into(),
+            checkpoint,
+            spool: self.spool.clone(),
+            pipelines: self.pipelines.get(name).cloned().unwrap_or_default(),
+            workers: self.workers.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            progress: None,
+        }
+    }
+
+    /// Signals shutdown, lets sinks finish their open objects, closes the
+    /// spool. Returns the records left undelivered.
+    pub(crate) async fn stop(self) -> u64 {
+        let _ = self.shutdown_tx.send(true);
+        let threads = self.sink_threads;
+        // Blocking joins run off the reactor.
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        let (records, _) = self.spool.depth();
+        self.spool.close();
+        records
+    }
 }
 
 /// Runs the gateway until `stop` completes.
@@ -83,99 +235,16 @@ pub enum RunError {
 ///
 /// [`RunError`] when start-up fails; nothing is accepted then.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), RunError> {
-    let auth = config.resolve_secrets()?;
-    let state_dir = config.state_dir();
-    let metrics = Metrics::new();
-    let spool = Spool::open(&state_dir, config.spool.clone())?;
-    let (records, bytes) = spool.depth();
-    if records > 0 {
-        tracing::info!(
-            records,
-            bytes,
-            "spool holds undelivered records; delivering them"
-        );
-    }
-
-    let workers = match config.limits.workers {
-        0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-        n => n,
-    };
-    let instances: usize = config
-        .pipelines
-        .values()
-        .map(Pipeline::instances_per_call)
-        .sum::<usize>()
-        * (workers + 1);
-    let host = WasmHost::new(HostConfig {
-        deadline: Duration::from_millis(config.limits.transform_deadline_ms),
-        memory_cap: (config.limits.transform_memory_mib as usize) << 20,
-        max_instances: u32::try_from(instances + 8).unwrap_or(u32::MAX),
-        // $SLUICE_CACHE_DIR lets several gateways (or test runs) share
-        // compiled components; by default the cache lives with the state.
-        cache_dir: Some(
-            std::env::var_os("SLUICE_CACHE_DIR")
-                .map_or_else(|| state_dir.join("cache"), Into::into),
-        ),
-    })?;
-    let mut pipelines: HashMap<String, Vec<Arc<Pipeline>>> = HashMap::new();
-    for (name, p) in &config.pipelines {
-        let built = Pipeline::build(name, p, &config, &host, metrics.clone())?;
-        pipelines
-            .entry(p.source.clone())
-            .or_default()
-            .push(Arc::new(built));
-    }
-
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let handle = tokio::runtime::Handle::current();
-    let mut sink_threads = Vec::new();
-    for (name, s) in &config.sinks {
-        let SinkConfig::Local(l) = s;
-        let store = sinks::local::LocalStore::open(config.path(&l.path)).map_err(|source| {
-            RunError::Sink {
-                sink: name.clone(),
-                source,
-            }
-        })?;
-        let settings = ObjectSettings {
-            name: name.as_str().into(),
-            // Validated by `Config::load`.
-            key: KeyTemplate::parse(&l.key).map_err(|e| RunError::Sink {
-                sink: name.clone(),
-                source: SinkError::Io {
-                    path: config.file.clone(),
-                    message: e.to_string(),
-                },
-            })?,
-            encoding: l.encoding,
-            compression: l.compression,
-            compression_level: l.compression_level,
-            rotate: l.rotate.clone(),
-        };
-        let (spool, metrics, handle, shutdown) = (
-            spool.clone(),
-            metrics.clone(),
-            handle.clone(),
-            shutdown.clone(),
-        );
-        sink_threads.push(
-            std::thread::Builder::new()
-                .name(format!("sink-{name}"))
-                .spawn(move || sinks::run(settings, store, spool, metrics, &handle, shutdown))
-                .map_err(|e| RunError::Sink {
-                    sink: name.clone(),
-                    source: SinkError::io(&config.file, &e),
-                })?,
-        );
-    }
+    let core = Core::start(&config)?;
+    let state_dir = core.state_dir.clone();
+    let shutdown = core.shutdown.clone();
 
     let mut lines = Vec::new();
     let mut servers = Vec::new();
-    let worker_slots = Arc::new(Semaphore::new(workers));
     for (lname, l) in &config.listeners {
         let mut sources = HashMap::new();
         for (sname, s) in &config.sources {
-            let SourceConfig::Push(p) = s;
+            let SourceConfig::Push(p) = s else { continue };
             if &p.listener != lname {
                 continue;
             }
@@ -184,19 +253,15 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 PushSource {
                     name: sname.as_str().into(),
                     config: p.clone(),
-                    auth: auth
-                        .get(sname)
-                        .cloned()
-                        .unwrap_or(crate::config::ResolvedAuth::None),
-                    pipelines: pipelines.get(sname).cloned().unwrap_or_default(),
+                    auth: core.secrets.push.get(sname).cloned().unwrap_or(crate::config::ResolvedAuth::None),
+                    pipelines: core.pipelines.get(sname).cloned().unwrap_or_default(),
                 },
             );
         }
-        let tls =
-            server_tls(&l.tls, |p| config.path(p), &state_dir).map_err(|source| RunError::Tls {
-                listener: lname.clone(),
-                source,
-            })?;
+        let tls = server_tls(&l.tls, |p| config.path(p), &state_dir).map_err(|source| RunError::Tls {
+            listener: lname.clone(),
+            source,
+        })?;
         let listener = bind(l.address, &format!("listener {lname}")).await?;
         let address = listener.local_addr().unwrap_or(l.address);
         lines.push(format!(
@@ -207,9 +272,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         tracing::info!(listener = lname.as_str(), %address, fingerprint = tls.fingerprint.as_str(), "HTTPS listener up");
         let state = Arc::new(PushState {
             sources,
-            spool: spool.clone(),
-            metrics: metrics.clone(),
-            workers: worker_slots.clone(),
+            spool: core.spool.clone(),
+            metrics: core.metrics.clone(),
+            workers: core.workers.clone(),
         });
         let limits = ConnLimits {
             max_connections: l.max_connections,
@@ -224,10 +289,17 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             shutdown.clone(),
         )));
     }
+    for name in config.sources.keys() {
+        if let Some((poller, interval)) = core.poller(&config, name)? {
+            let ctx = core.poll_ctx(name, name.clone());
+            tracing::info!(source = name.as_str(), interval_secs = interval.as_secs(), "poller started");
+            servers.push(tokio::spawn(run_loop(ctx, interval, poller)));
+        }
+    }
 
     let admin_state = Arc::new(AdminState {
-        metrics: metrics.clone(),
-        spool: spool.clone(),
+        metrics: core.metrics.clone(),
+        spool: core.spool.clone(),
         ready: false.into(),
     });
     let admin_listener = bind(config.admin.address, "admin").await?;
@@ -258,24 +330,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     stop.await;
     tracing::info!("shutting down: no new connections; finishing requests in flight");
     admin_state.ready.store(false, Ordering::Release);
-    let _ = shutdown_tx.send(true);
+    let _ = core.shutdown_tx.send(true);
     for s in servers {
         let _ = s.await;
     }
-    // Sinks finish their open objects; blocking joins run off the reactor.
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in sink_threads {
-            let _ = t.join();
-        }
-    })
-    .await;
+    let undelivered = core.stop().await;
     let _ = admin_task.await;
-    let (records, _) = spool.depth();
-    spool.close();
-    tracing::info!(
-        undelivered = records,
-        "stopped; undelivered records stay in the spool"
-    );
+    tracing::info!(undelivered, "stopped; undelivered records stay in the spool");
     Ok(())
 }
 

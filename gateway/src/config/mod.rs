@@ -152,6 +152,10 @@ pub struct TlsConfig {
 pub enum SourceConfig {
     /// Records pushed to `POST /v1/push/{name}` on a listener.
     Push(crate::sources::push::PushConfig),
+    /// JumpCloud Directory Insights, polled.
+    Jumpcloud(crate::sources::jumpcloud::JumpCloudConfig),
+    /// JupiterOne `queryV1`, polled.
+    Jupiterone(crate::sources::jupiterone::JupiterOneConfig),
 }
 
 /// How a push source authenticates requests.
@@ -472,6 +476,14 @@ impl Config {
         for (name, s) in &self.sources {
             match s {
                 SourceConfig::Push(p) => p.validate(name, self, &mut out),
+                SourceConfig::Jumpcloud(j) => j.validate(name, &mut out),
+                SourceConfig::Jupiterone(j) => j.validate(name, &mut out),
+            }
+            if !self.pipelines.values().any(|p| &p.source == name) {
+                out.push(invalid(
+                    &["sources", name],
+                    "no pipeline reads from this source; its data would be acknowledged and go nowhere",
+                ));
             }
         }
         for (name, p) in &self.pipelines {
@@ -560,42 +572,28 @@ impl Config {
     /// # Errors
     ///
     /// A located issue per secret that cannot be read.
-    pub fn resolve_secrets(&self) -> Result<BTreeMap<String, ResolvedAuth>, ConfigError> {
-        let mut resolved = BTreeMap::new();
+    pub fn resolve_secrets(&self) -> Result<Secrets, ConfigError> {
+        let mut resolved = Secrets::default();
         let mut issues = Vec::new();
         for (name, s) in &self.sources {
-            let SourceConfig::Push(p) = s;
-            let r = match &p.auth {
-                AuthConfig::Bearer { token } => token
-                    .resolve()
-                    .map(ResolvedAuth::Bearer)
-                    .map_err(|e| invalid(&["sources", name, "auth", "token"], e)),
-                AuthConfig::Basic { username, password } => password
-                    .resolve()
-                    .map(|p| {
-                        use base64::Engine;
-                        let expected = format!("{username}:");
-                        let mut creds = expected.into_bytes();
-                        creds.extend_from_slice(p.expose());
-                        ResolvedAuth::Basic(SecretValue::new(
-                            base64::engine::general_purpose::STANDARD.encode(creds),
-                        ))
-                    })
-                    .map_err(|e| invalid(&["sources", name, "auth", "password"], e)),
-                AuthConfig::Hmac { key, header } => key
-                    .resolve()
-                    .map(|k| ResolvedAuth::Hmac {
-                        key: k,
-                        header: header.to_ascii_lowercase(),
-                    })
-                    .map_err(|e| invalid(&["sources", name, "auth", "key"], e)),
-                AuthConfig::None => Ok(ResolvedAuth::None),
-            };
-            match r {
-                Ok(r) => {
-                    resolved.insert(name.clone(), r);
+            let (path, secret) = match s {
+                SourceConfig::Push(p) => {
+                    match resolve_auth(name, &p.auth) {
+                        Ok(r) => {
+                            resolved.push.insert(name.clone(), r);
+                        }
+                        Err(i) => issues.push(i),
+                    }
+                    continue;
                 }
-                Err(i) => issues.push(i),
+                SourceConfig::Jumpcloud(j) => ("api_key", &j.api_key),
+                SourceConfig::Jupiterone(j) => ("api_token", &j.api_token),
+            };
+            match secret.resolve() {
+                Ok(v) => {
+                    resolved.api.insert(name.clone(), v);
+                }
+                Err(e) => issues.push(invalid(&["sources", name, path], e)),
             }
         }
         if issues.is_empty() {
@@ -618,6 +616,41 @@ impl Config {
     /// The state directory, resolved.
     pub fn state_dir(&self) -> PathBuf {
         self.path(&self.state_dir)
+    }
+}
+
+/// Every secret of the config, read.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// Push sources' credentials, by source.
+    pub push: BTreeMap<String, ResolvedAuth>,
+    /// Pollers' API keys and tokens, by source.
+    pub api: BTreeMap<String, SecretValue>,
+}
+
+fn resolve_auth(name: &str, auth: &AuthConfig) -> Result<ResolvedAuth, Invalid> {
+    match auth {
+        AuthConfig::Bearer { token } => token
+            .resolve()
+            .map(ResolvedAuth::Bearer)
+            .map_err(|e| invalid(&["sources", name, "auth", "token"], e)),
+        AuthConfig::Basic { username, password } => password
+            .resolve()
+            .map(|p| {
+                use base64::Engine;
+                let mut creds = format!("{username}:").into_bytes();
+                creds.extend_from_slice(p.expose());
+                ResolvedAuth::Basic(SecretValue::new(base64::engine::general_purpose::STANDARD.encode(creds)))
+            })
+            .map_err(|e| invalid(&["sources", name, "auth", "password"], e)),
+        AuthConfig::Hmac { key, header } => key
+            .resolve()
+            .map(|k| ResolvedAuth::Hmac {
+                key: k,
+                header: header.to_ascii_lowercase(),
+            })
+            .map_err(|e| invalid(&["sources", name, "auth", "key"], e)),
+        AuthConfig::None => Ok(ResolvedAuth::None),
     }
 }
 

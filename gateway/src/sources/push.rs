@@ -9,7 +9,7 @@
 
 use crate::config::{AuthConfig, Config, Invalid, ResolvedAuth, invalid};
 use crate::metrics::{Metrics, Rejection};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, RunAllError};
 use crate::sources::body::{self, BodyError};
 use crate::spool::{Admission, Spool};
 use bytes::Bytes;
@@ -64,12 +64,6 @@ impl PushConfig {
             out.push(invalid(
                 &["sources", name, "listener"],
                 format!("no listener named {:?}", self.listener),
-            ));
-        }
-        if !config.pipelines.values().any(|p| p.source == name) {
-            out.push(invalid(
-                &["sources", name],
-                "no pipeline reads from this source; its data would be acknowledged and go nowhere",
             ));
         }
         for (key, v) in [
@@ -247,25 +241,12 @@ async fn accept(
     }
     let bytes: usize = records.iter().map(Vec::len).sum();
     backoff_if_full(state, cfg, count as u64, bytes as u64)?;
-    let records = Arc::new(records);
-    let mut rows = Vec::new();
-    for pipeline in &source.pipelines {
-        let permit = state
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| shutting_down())?;
-        let (p, r) = (pipeline.clone(), records.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            p.process(&r, received_at_ms)
-        })
+    let rows = crate::pipeline::run_all(&source.pipelines, &state.workers, records, received_at_ms)
         .await
-        .map_err(|e| internal(format!("transform worker failed: {e}")))?
-        .map_err(|e| internal(e.to_string()))?;
-        rows.extend(out);
-    }
+        .map_err(|e| match e {
+            RunAllError::Closed => shutting_down(),
+            other => internal(other.to_string()),
+        })?;
     state
         .spool
         .append(rows)

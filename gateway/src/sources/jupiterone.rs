@@ -1,0 +1,361 @@
+//! The JupiterOne poller (`shared/reference/jupiterone.md` section 1):
+//! GraphQL `queryV1` at `graphql.<region>.jupiterone.io`, with
+//! `Authorization: Bearer` and `JupiterOne-Account`.
+//!
+//! A cycle runs the J1QL query with `{since}` replaced by the watermark
+//! (epoch ms of the newest `_beginOn` spooled), and follows the result
+//! cursor until it is null (only a null cursor ends the result; a short
+//! page does not). Results are not in time order, so the watermark only
+//! moves when a run completes; pages of a run in progress are committed
+//! with the ids they spooled, and a run cut short is redone without
+//! spooling those again. With `include_deleted` (CDC mode) deleted
+//! entities come too, for the `j1-cdc` transform. With `deferred`, each
+//! page is fetched through JupiterOne's deferred-response URL.
+
+use super::poller::{Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header, snippet};
+use crate::config::{Invalid, Secret, SecretValue, invalid};
+use crate::http_client::{HttpClient, HttpError, Response, retry_after};
+use crate::metrics::CycleStats;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The GraphQL document (the fields JupiterOne's own clients select).
+const QUERY_V1: &str = "query J1QL($query: String!, $variables: JSON, $cursor: String, $includeDeleted: Boolean, \
+$deferredResponse: DeferredResponseOption, $flags: QueryV1Flags) { queryV1(query: $query, variables: $variables, \
+cursor: $cursor, includeDeleted: $includeDeleted, deferredResponse: $deferredResponse, flags: $flags) { type data cursor url } }";
+
+/// The default query: the three risk classes, newer than the watermark.
+pub const DEFAULT_QUERY: &str = "FIND (Alert | Vulnerability | Finding) WITH _beginOn >= {since}";
+
+/// Config of a JupiterOne source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JupiterOneConfig {
+    /// API token, sent as `Authorization: Bearer`.
+    pub api_token: Secret,
+    /// The account id, sent as `JupiterOne-Account`.
+    pub account_id: String,
+    /// `us` or `eu`.
+    #[serde(default)]
+    pub region: Region,
+    /// Replaces the region's GraphQL URL; https only.
+    pub base_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust, relative to the config file.
+    pub ca_file: Option<PathBuf>,
+    /// J1QL; `{since}` becomes the watermark in epoch ms. Without
+    /// `{since}` every cycle reads the whole result again.
+    #[serde(default = "default_query")]
+    pub query: String,
+    /// Include deleted entities (CDC mode, for `j1-cdc`).
+    #[serde(default)]
+    pub include_deleted: bool,
+    /// Fetch pages through deferred responses.
+    #[serde(default)]
+    pub deferred: bool,
+    /// Where the first cycle starts (RFC 3339). Changing it resets the cursor.
+    pub start: String,
+    /// Seconds between cycles.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// Seconds allowed per request.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_query() -> String {
+    DEFAULT_QUERY.into()
+}
+fn default_interval() -> u64 {
+    3600
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+impl JupiterOneConfig {
+    /// Checks values (no I/O).
+    pub(crate) fn validate(&self, name: &str, out: &mut Vec<Invalid>) {
+        super::poller::validate_common(name, self.base_url.as_deref(), &self.start, self.interval_secs, out);
+        if self.account_id.trim().is_empty() {
+            out.push(invalid(&["sources", name, "account_id"], "must not be empty"));
+        }
+        if self.query.to_ascii_uppercase().contains(" SKIP ") {
+            out.push(invalid(&["sources", name, "query"], "J1QL SKIP is no longer accepted by JupiterOne; pagination uses the cursor"));
+        }
+    }
+
+    fn url(&self) -> String {
+        match (&self.base_url, self.region) {
+            (Some(u), _) => u.clone(),
+            (None, Region::Us) => "https://graphql.us.jupiterone.io/".into(),
+            (None, Region::Eu) => "https://graphql.eu.jupiterone.io/".into(),
+        }
+    }
+}
+
+/// A running JupiterOne poller.
+#[derive(Debug)]
+pub struct JupiterOne {
+    cfg: JupiterOneConfig,
+    client: HttpClient,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct Gql<'a> {
+    #[serde(borrow)]
+    data: Option<GqlData<'a>>,
+    #[serde(default)]
+    errors: Vec<GqlError>,
+}
+
+#[derive(Deserialize)]
+struct GqlData<'a> {
+    #[serde(rename = "queryV1", borrow)]
+    query_v1: Option<QueryResult<'a>>,
+}
+
+#[derive(Deserialize)]
+struct QueryResult<'a> {
+    #[serde(borrow, default)]
+    data: Option<Vec<&'a RawValue>>,
+    cursor: Option<String>,
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GqlError {
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Deferred<'a> {
+    status: String,
+    #[serde(borrow, default)]
+    data: Option<Vec<&'a RawValue>>,
+    cursor: Option<String>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// The fields the poller reads from each element.
+#[derive(Deserialize)]
+struct Head {
+    id: Option<String>,
+    entity: Option<EntityHead>,
+}
+
+#[derive(Deserialize)]
+struct EntityHead {
+    #[serde(rename = "_id")]
+    id: Option<String>,
+    #[serde(rename = "_beginOn")]
+    begin_on: Option<serde_json::Value>,
+}
+
+/// One page: its elements (verbatim) and the next cursor.
+type Page = (Vec<Vec<u8>>, Option<String>);
+
+impl JupiterOne {
+    /// Builds the poller.
+    ///
+    /// # Errors
+    ///
+    /// When the CA file, token or account id cannot be used.
+    pub fn new(cfg: JupiterOneConfig, token: &SecretValue, ca_file: Option<PathBuf>) -> Result<Self, PollError> {
+        let client = HttpClient::new(ca_file.as_deref(), Duration::from_secs(cfg.request_timeout_secs))
+            .map_err(|e| PollError::Fatal(e.to_string()))?;
+        let mut bearer = b"Bearer ".to_vec();
+        bearer.extend_from_slice(token.expose());
+        let account = HeaderValue::from_str(&cfg.account_id).map_err(|_| PollError::Fatal("account_id is not a valid header value".into()))?;
+        let headers = vec![
+            (header::AUTHORIZATION, secret_header(&bearer)?),
+            (HeaderName::from_static("jupiterone-account"), account),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::USER_AGENT, HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")))),
+        ];
+        let url = cfg.url();
+        Ok(Self { cfg, client, headers, url })
+    }
+
+    /// One cycle (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`PollError`].
+    pub async fn cycle(&self, ctx: &mut PollCtx, stats: &mut CycleStats, window: Option<&Window>) -> Result<(), PollError> {
+        let start_cfg = window.map_or(self.cfg.start.as_str(), |w| w.since.as_str());
+        let mut wm: Watermark = ctx.load(start_cfg)?;
+        let since_ns = wm.at_ns.or_else(|| rfc3339_ns(start_cfg)).unwrap_or(0);
+        let since_ms = since_ns.div_euclid(1_000_000);
+        let query = self.cfg.query.replace("{since}", &since_ms.to_string());
+        let mut cursor: Option<String> = None;
+        let (mut spooled_total, mut pages) = (0u64, 0u64);
+        loop {
+            let (elements, next) = self.page(ctx, stats, &query, cursor.as_deref()).await?;
+            let mut records = Vec::with_capacity(elements.len());
+            let mut duplicates = 0;
+            for raw in &elements {
+                let head: Option<Head> = serde_json::from_slice(raw).ok();
+                let entity = head.as_ref().and_then(|h| h.entity.as_ref());
+                let id = head.as_ref().and_then(|h| h.id.clone()).or_else(|| entity.and_then(|e| e.id.clone()));
+                let begin = entity.and_then(|e| e.begin_on.as_ref()).and_then(begin_on_ns);
+                if wm.seen(begin.as_ref().map(|b| b.1), id.as_deref()) || wm.pending_seen(id.as_deref()) {
+                    duplicates += 1;
+                    continue;
+                }
+                wm.add_pending(begin.as_ref().map(|(t, ns)| (t.as_str(), *ns)), id.as_deref());
+                records.push(raw.clone());
+            }
+            if next.is_none() {
+                wm.finish_run();
+            }
+            let spooled = records.len();
+            ctx.commit(records, &wm).await?;
+            pages += 1;
+            spooled_total += spooled as u64;
+            stats.received += elements.len() as u64;
+            stats.duplicates += duplicates as u64;
+            stats.spooled += spooled as u64;
+            ctx.metrics.poll_page(&ctx.name, elements.len(), duplicates, spooled);
+            if let Some(p) = &ctx.progress {
+                p(spooled_total, pages);
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// One page, retried until it succeeds or fails for good.
+    async fn page(&self, ctx: &mut PollCtx, stats: &mut CycleStats, query: &str, cursor: Option<&str>) -> Result<Page, PollError> {
+        let body = serde_json::json!({
+            "query": QUERY_V1,
+            "variables": {
+                "query": query,
+                "cursor": cursor,
+                "includeDeleted": self.cfg.include_deleted,
+                "deferredResponse": if self.cfg.deferred { "FORCE" } else { "DISABLED" },
+                "flags": {"variableResultSize": true},
+            },
+        })
+        .to_string()
+        .into_bytes();
+        let mut backoff = Backoff::new();
+        loop {
+            stats.requests += 1;
+            let (outcome, wait) = match self.client.send(Method::POST, &self.url, &self.headers, Some(body.clone())).await {
+                Err(e @ (HttpError::Url(_) | HttpError::Ca { .. })) => return Err(PollError::Fatal(e.to_string())),
+                Err(e) => (format!("network: {e}"), backoff.next(None)),
+                Ok(resp) if resp.status == StatusCode::OK => match self.read(ctx, stats, &resp).await {
+                    Ok(Ok(page)) => return Ok(page),
+                    Ok(Err(retry)) => (retry, backoff.next(retry_after(&resp))),
+                    Err(fatal) => return Err(fatal),
+                },
+                Ok(resp) if resp.status == StatusCode::UNAUTHORIZED => {
+                    ctx.metrics.poll_request(&ctx.name, "4xx");
+                    return Err(PollError::Fatal(
+                        "JupiterOne rejected the credentials (401 Unauthorized); check `api_token` and `account_id`".into(),
+                    ));
+                }
+                Ok(resp) if resp.status == StatusCode::FORBIDDEN => {
+                    ctx.metrics.poll_request(&ctx.name, "4xx");
+                    return Err(PollError::Fatal(
+                        "JupiterOne answered 403 Forbidden: the token lacks permission (it needs query:ReadGraphData)".into(),
+                    ));
+                }
+                Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS || resp.status.is_server_error() => {
+                    ctx.metrics.poll_request(&ctx.name, if resp.status.is_server_error() { "5xx" } else { "429" });
+                    (format!("JupiterOne answered {}", resp.status), backoff.next(retry_after(&resp)))
+                }
+                Ok(resp) => {
+                    ctx.metrics.poll_request(&ctx.name, "4xx");
+                    return Err(PollError::Fatal(format!("JupiterOne answered {}: {}", resp.status, snippet(&resp.body))));
+                }
+            };
+            ctx.metrics.poll_retry(&ctx.name, &outcome, wait);
+            ctx.sleep(wait).await?;
+        }
+    }
+
+    /// Reads a 200: `Ok(Ok(page))`, `Ok(Err(reason))` to retry, or a fatal error.
+    async fn read(&self, ctx: &mut PollCtx, stats: &mut CycleStats, resp: &Response) -> Result<Result<Page, String>, PollError> {
+        let gql: Gql<'_> = match serde_json::from_slice(&resp.body) {
+            Ok(g) => g,
+            Err(e) => {
+                ctx.metrics.poll_request(&ctx.name, "invalid_json");
+                return Ok(Err(format!("the answer is not GraphQL JSON ({e}); nothing of it was spooled")));
+            }
+        };
+        if !gql.errors.is_empty() {
+            let messages: Vec<&str> = gql.errors.iter().map(|e| e.message.as_str()).collect();
+            let text = messages.join("; ");
+            ctx.metrics.poll_request(&ctx.name, "graphql_error");
+            // JupiterOne reports rate limiting as a GraphQL error too.
+            if text.contains("429") || text.to_ascii_lowercase().contains("rate limit") {
+                return Ok(Err(format!("rate limited: {text}")));
+            }
+            return Err(PollError::Fatal(format!("JupiterOne returned GraphQL errors: {text}")));
+        }
+        let Some(result) = gql.data.and_then(|d| d.query_v1) else {
+            ctx.metrics.poll_request(&ctx.name, "invalid_json");
+            return Ok(Err("the answer has no data.queryV1".into()));
+        };
+        if let Some(url) = result.url.filter(|_| self.cfg.deferred) {
+            ctx.metrics.poll_request(&ctx.name, "ok");
+            return self.deferred(ctx, stats, &url).await;
+        }
+        ctx.metrics.poll_request(&ctx.name, "ok");
+        let data = result.data.unwrap_or_default();
+        Ok(Ok((data.iter().map(|r| r.get().as_bytes().to_vec()).collect(), result.cursor)))
+    }
+
+    /// Polls a deferred result until COMPLETED or FAILED (5 minutes at most).
+    async fn deferred(&self, ctx: &mut PollCtx, stats: &mut CycleStats, url: &str) -> Result<Result<Page, String>, PollError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let mut wait = Duration::from_millis(200);
+        // The deferred URL is pre-signed: it is fetched without the API
+        // credentials, as JupiterOne's own clients do.
+        let plain = [(header::ACCEPT, HeaderValue::from_static("application/json"))];
+        while std::time::Instant::now() < deadline {
+            stats.requests += 1;
+            let resp = match self.client.send(Method::GET, url, &plain, None).await {
+                Ok(r) if r.status.is_success() => r,
+                Ok(r) => return Ok(Err(format!("deferred result answered {}", r.status))),
+                Err(e) => return Ok(Err(format!("deferred result: {e}"))),
+            };
+            let d: Deferred<'_> = match serde_json::from_slice(&resp.body) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(format!("deferred result is not JSON ({e})"))),
+            };
+            match d.status.as_str() {
+                "COMPLETED" => {
+                    let data = d.data.unwrap_or_default();
+                    return Ok(Ok((data.iter().map(|r| r.get().as_bytes().to_vec()).collect(), d.cursor)));
+                }
+                "FAILED" => return Ok(Err(format!("deferred query FAILED: {}", d.error.map(|e| e.to_string()).unwrap_or_default()))),
+                _ => {}
+            }
+            ctx.sleep(wait).await?;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        Ok(Err("deferred query still IN_PROGRESS after 5 minutes".into()))
+    }
+}
+
+/// `_beginOn` as epoch ms (a number) or an ISO string: (text of epoch ms, ns).
+fn begin_on_ns(v: &serde_json::Value) -> Option<(String, i128)> {
+    let ms: i64 = match v {
+        serde_json::Value::Number(n) => n.as_i64()?,
+        serde_json::Value::String(s) => (rfc3339_ns(s)? / 1_000_000) as i64,
+        _ => return None,
+    };
+    Some((ms.to_string(), i128::from(ms) * 1_000_000))
+}

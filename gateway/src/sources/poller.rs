@@ -1,0 +1,401 @@
+//! What every poller shares: the watermark cursor, committing a page of
+//! records together with the cursor, retry waits, and the run loop.
+//!
+//! Exactly-once pages: a page's records and the cursor that follows them
+//! go into the spool in one SQLite transaction. A crash before the commit
+//! means the page is fetched again (nothing of it was kept); a crash after
+//! means it never is (the cursor moved). Within a source's timeline the
+//! cursor is a watermark: the newest timestamp spooled plus the ids of the
+//! events at exactly that timestamp. The next query starts at that
+//! timestamp inclusive and drops the ids already spooled, so events that
+//! share a timestamp are neither lost (as with a "strictly after" cursor)
+//! nor duplicated.
+
+use crate::metrics::{CycleStats, Metrics};
+use crate::pipeline::{Pipeline, run_all};
+use crate::spool::{Admission, Spool};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+/// The cursor of one poller, stored as JSON in the spool's checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The configured start this cursor was built from. When the config's
+    /// start changes, the cursor is reset (as Devo's collector does).
+    pub start: String,
+    /// The newest timestamp spooled, as the API wrote it (for the query).
+    pub at: Option<String>,
+    /// The same instant in nanoseconds since the epoch (for comparisons).
+    pub at_ns: Option<i128>,
+    /// Ids of the spooled events at exactly `at`.
+    pub ids: BTreeSet<String>,
+    /// For APIs that do not return events in time order (JupiterOne): the
+    /// ids spooled so far by the query run in progress. The watermark moves
+    /// only when a run completes; a run cut short by a crash is redone from
+    /// the same start and these ids are skipped.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending: BTreeSet<String>,
+    /// The newest event of the run in progress: (text, ns, ids at it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_max: Option<(String, i128, BTreeSet<String>)>,
+}
+
+impl Watermark {
+    /// Whether an event was already spooled: older than the watermark, or
+    /// at it with a known id. Events without an id or time are never
+    /// considered duplicates.
+    pub fn seen(&self, at_ns: Option<i128>, id: Option<&str>) -> bool {
+        match (self.at_ns, at_ns) {
+            (Some(w), Some(t)) if t < w => true,
+            (Some(w), Some(t)) if t == w => id.is_some_and(|id| self.ids.contains(id)),
+            _ => false,
+        }
+    }
+
+    /// Records an event spooled by an unordered run (see `pending`).
+    pub fn add_pending(&mut self, at: Option<(&str, i128)>, id: Option<&str>) {
+        if let Some(id) = id {
+            self.pending.insert(id.to_string());
+        }
+        let Some((text, ns)) = at else { return };
+        match &mut self.pending_max {
+            Some((_, max, ids)) if ns == *max => {
+                ids.extend(id.map(str::to_string));
+            }
+            Some((_, max, _)) if ns < *max => {}
+            slot => *slot = Some((text.to_string(), ns, id.map(str::to_string).into_iter().collect())),
+        }
+    }
+
+    /// Whether an unordered run already spooled this id.
+    pub fn pending_seen(&self, id: Option<&str>) -> bool {
+        id.is_some_and(|id| self.pending.contains(id))
+    }
+
+    /// Ends an unordered run: the watermark moves to the run's newest event.
+    pub fn finish_run(&mut self) {
+        self.pending.clear();
+        if let Some((text, ns, ids)) = self.pending_max.take() {
+            match self.at_ns {
+                Some(w) if ns < w => {}
+                Some(w) if ns == w => self.ids.extend(ids),
+                _ => {
+                    self.at = Some(text);
+                    self.at_ns = Some(ns);
+                    self.ids = ids;
+                }
+            }
+        }
+    }
+
+    /// Moves the watermark over a newly spooled event.
+    pub fn advance(&mut self, at: &str, at_ns: i128, id: Option<&str>) {
+        match self.at_ns {
+            Some(w) if at_ns < w => {}
+            Some(w) if at_ns == w => {
+                if let Some(id) = id {
+                    self.ids.insert(id.to_string());
+                }
+            }
+            _ => {
+                self.at = Some(at.to_string());
+                self.at_ns = Some(at_ns);
+                self.ids = id.map(|i| BTreeSet::from([i.to_string()])).unwrap_or_default();
+            }
+        }
+    }
+}
+
+/// Why a poller stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// An error an operator must fix (bad key, no permission, bad query).
+    #[error("{0}")]
+    Fatal(String),
+    /// sluice is shutting down.
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// What a poller needs from the gateway.
+#[derive(Clone)]
+pub struct PollCtx {
+    /// The source's name.
+    pub name: Arc<str>,
+    /// The checkpoint key (the source's name, or a backfill's own key).
+    pub checkpoint: String,
+    /// The spool.
+    pub spool: Arc<Spool>,
+    /// The source's pipelines.
+    pub pipelines: Vec<Arc<Pipeline>>,
+    /// Transform concurrency.
+    pub workers: Arc<Semaphore>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Turns true at shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// Called after every committed page with (events spooled so far in
+    /// this run, pages so far): the backfill's progress bar.
+    pub progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PollCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollCtx").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl PollCtx {
+    /// The stored cursor, reset when it was built from another start.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Fatal`] when the spool cannot be read.
+    pub fn load(&self, start: &str) -> Result<Watermark, PollError> {
+        let stored = self
+            .spool
+            .checkpoint(&self.checkpoint)
+            .map_err(|e| PollError::Fatal(e.to_string()))?;
+        let fresh = Watermark {
+            start: start.to_string(),
+            ..Watermark::default()
+        };
+        Ok(match stored.and_then(|s| serde_json::from_str::<Watermark>(&s).ok()) {
+            Some(w) if w.start == start => w,
+            Some(_) => {
+                tracing::warn!(source = &*self.name, start, "the configured start changed; the cursor is reset");
+                fresh
+            }
+            None => fresh,
+        })
+    }
+
+    /// Runs the page through the pipelines and commits its rows with the
+    /// new cursor in one transaction. Waits while the spool is over its
+    /// high-water mark.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Shutdown`] when stopping; [`PollError::Fatal`] when the
+    /// pipelines or the spool fail (nothing was committed).
+    pub async fn commit(&mut self, records: Vec<Vec<u8>>, cursor: &Watermark) -> Result<(), PollError> {
+        let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        while self.spool.admission(records.len() as u64, bytes) == Admission::Backoff {
+            self.sleep(Duration::from_secs(1)).await?;
+        }
+        let received_at_ms = chrono::Utc::now().timestamp_millis();
+        let rows = run_all(&self.pipelines, &self.workers, records, received_at_ms)
+            .await
+            .map_err(|e| PollError::Fatal(e.to_string()))?;
+        let cursor = serde_json::to_string(cursor).map_err(|e| PollError::Fatal(e.to_string()))?;
+        self.spool
+            .append_with_checkpoint(rows, Some((self.checkpoint.clone(), cursor)))
+            .await
+            .map_err(|e| PollError::Fatal(e.to_string()))
+    }
+
+    /// Sleeps, or returns [`PollError::Shutdown`] as soon as shutdown starts.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Shutdown`].
+    pub async fn sleep(&mut self, d: Duration) -> Result<(), PollError> {
+        if *self.shutdown.borrow() {
+            return Err(PollError::Shutdown);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(d) => Ok(()),
+            _ = self.shutdown.changed() => Err(PollError::Shutdown),
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 1 s doubling to 60 s, ±20 %.
+#[derive(Debug)]
+pub struct Backoff(u32);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    /// Starts at 1 s.
+    pub fn new() -> Self {
+        Backoff(0)
+    }
+
+    /// The next wait; `hint` (a `Retry-After`) wins when given.
+    pub fn next(&mut self, hint: Option<Duration>) -> Duration {
+        let base = Duration::from_secs(1u64 << self.0.min(6)).min(Duration::from_secs(60));
+        self.0 += 1;
+        hint.unwrap_or_else(|| base.mul_f64(0.8 + rand::random::<f64>() * 0.4))
+    }
+}
+
+/// A poller of one of the supported APIs.
+#[derive(Debug)]
+pub enum Poller {
+    /// JumpCloud Directory Insights.
+    JumpCloud(super::jumpcloud::JumpCloud),
+    /// JupiterOne `queryV1`.
+    JupiterOne(super::jupiterone::JupiterOne),
+}
+
+/// A fixed window for a backfill (RFC 3339); `None` for the live cursor.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    /// Start, inclusive.
+    pub since: String,
+    /// End, exclusive (default: now − the source's lag).
+    pub until: Option<String>,
+}
+
+impl Poller {
+    /// One cycle: every page from the cursor to now (or over `window`).
+    ///
+    /// # Errors
+    ///
+    /// [`PollError`]; pages committed before it stay committed.
+    pub async fn cycle(&self, ctx: &mut PollCtx, stats: &mut CycleStats, window: Option<&Window>) -> Result<(), PollError> {
+        match self {
+            Poller::JumpCloud(p) => p.cycle(ctx, stats, window).await,
+            Poller::JupiterOne(p) => p.cycle(ctx, stats, window).await,
+        }
+    }
+
+    /// Events the API says the window holds, when it can count them.
+    pub async fn count(&self, ctx: &mut PollCtx, window: &Window) -> Option<u64> {
+        match self {
+            Poller::JumpCloud(p) => p.count(ctx, window).await,
+            Poller::JupiterOne(_) => None,
+        }
+    }
+}
+
+/// Runs `poller` every `interval` until shutdown or a fatal error, logging
+/// each cycle's statistics.
+pub async fn run_loop(mut ctx: PollCtx, interval: Duration, poller: Poller) {
+    loop {
+        let started = std::time::Instant::now();
+        let mut stats = CycleStats::default();
+        let result = poller.cycle(&mut ctx, &mut stats, None).await;
+        ctx.metrics.poll_cycle(&ctx.name, &stats, started.elapsed());
+        match result {
+            Ok(()) => {}
+            Err(PollError::Shutdown) => return,
+            Err(PollError::Fatal(reason)) => {
+                ctx.metrics.poller_stopped(&ctx.name, &reason);
+                return;
+            }
+        }
+        if ctx.sleep(interval).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Which API host to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// The US service.
+    #[default]
+    Us,
+    /// The EU service.
+    Eu,
+}
+
+/// Checks a poller's URL override and start (no I/O; reads the clock).
+pub(crate) fn validate_common(
+    name: &str,
+    base_url: Option<&str>,
+    start: &str,
+    interval_secs: u64,
+    out: &mut Vec<crate::config::Invalid>,
+) {
+    use crate::config::invalid;
+    if let Some(url) = base_url
+        && !url.starts_with("https://")
+    {
+        out.push(invalid(&["sources", name, "base_url"], "must be an https:// URL (API keys never go in clear text)"));
+    }
+    match rfc3339_ns(start) {
+        None => out.push(invalid(&["sources", name, "start"], "must be an RFC 3339 time such as 2025-01-01T00:00:00Z")),
+        Some(ns) if ns > i128::from(chrono::Utc::now().timestamp()) * 1_000_000_000 => {
+            out.push(invalid(&["sources", name, "start"], "is in the future"));
+        }
+        Some(_) => {}
+    }
+    if interval_secs == 0 {
+        out.push(invalid(&["sources", name, "interval_secs"], "must be positive"));
+    }
+}
+
+/// Builds a header, marked sensitive so hyper never prints it.
+pub fn secret_header(value: &[u8]) -> Result<hyper::header::HeaderValue, PollError> {
+    let mut v = hyper::header::HeaderValue::from_bytes(value)
+        .map_err(|_| PollError::Fatal("the API key contains characters not allowed in a header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// The first 300 characters of a body, for error messages.
+pub fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let s: String = s.chars().take(300).collect();
+    s.replace('\n', " ")
+}
+
+/// Parses an RFC 3339 timestamp (0–9 fraction digits) to nanoseconds.
+pub fn rfc3339_ns(s: &str) -> Option<i128> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    Some(i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_keeps_ties_and_drops_seen() {
+        let mut w = Watermark::default();
+        assert!(!w.seen(Some(5), Some("a")));
+        w.advance("t5", 5, Some("a"));
+        w.advance("t5", 5, Some("b"));
+        assert!(w.seen(Some(5), Some("a")) && w.seen(Some(5), Some("b")));
+        assert!(!w.seen(Some(5), Some("c")), "same timestamp, new id: kept");
+        assert!(w.seen(Some(4), Some("z")), "older: already past");
+        assert!(!w.seen(Some(6), Some("a")));
+        w.advance("t6", 6, Some("c"));
+        assert_eq!(w.ids, BTreeSet::from(["c".to_string()]));
+        assert_eq!(w.at.as_deref(), Some("t6"));
+        w.advance("t5", 5, Some("q"));
+        assert_eq!(w.at_ns, Some(6), "never moves back");
+    }
+
+    #[test]
+    fn timestamps_with_0_to_9_fraction_digits() {
+        let a = rfc3339_ns("2023-03-07T13:03:42Z").unwrap();
+        let b = rfc3339_ns("2023-03-07T13:03:42.21859368Z").unwrap();
+        let c = rfc3339_ns("2023-03-07T13:03:42.218593681Z").unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(c - b, 1);
+    }
+
+    #[test]
+    fn backoff_grows_and_honours_hints() {
+        let mut b = Backoff::new();
+        let first = b.next(None);
+        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200));
+        for _ in 0..10 {
+            b.next(None);
+        }
+        assert!(b.next(None) <= Duration::from_secs(72));
+        assert_eq!(b.next(Some(Duration::from_secs(7))), Duration::from_secs(7));
+    }
+}
