@@ -84,7 +84,9 @@ pub struct HttpClient {
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClient").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("HttpClient")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,9 +146,13 @@ impl HttpClient {
         if uri.scheme_str() != Some("https") {
             return Err(HttpError::Url(url.to_string()));
         }
-        let host = uri.host().ok_or_else(|| HttpError::Url(url.to_string()))?.to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| HttpError::Url(url.to_string()))?
+            .to_string();
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.exchange(method, &uri, &host, headers, body)).await {
+        match tokio::time::timeout(timeout, self.exchange(method, &uri, &host, headers, body)).await
+        {
             Ok(r) => r,
             Err(_) => Err(HttpError::Timeout { host, timeout }),
         }
@@ -171,7 +177,11 @@ impl HttpClient {
             .map_err(|e| net(format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(bare.to_string()).map_err(|e| net(e.to_string()))?;
-        let tls = self.tls.connect(name, tcp).await.map_err(|e| net(format!("TLS: {e}")))?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| net(format!("TLS: {e}")))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| net(e.to_string()))?;
@@ -180,14 +190,20 @@ impl HttpClient {
         });
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = uri.authority().map_or(host, |a| a.as_str());
-        let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, authority);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, authority);
         for (k, v) in headers {
             req = req.header(k, v);
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| net(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| net(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| net(e.to_string()))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_BODY)
             .collect()

@@ -131,7 +131,12 @@ fn main() -> ExitCode {
         }
         Command::Transform(TransformCommand::Run(args)) => run_transform(args),
         Command::Run { config } => run_gateway(&config),
-        Command::Backfill { config, source, since, until } => run_backfill(&config, &source, &since, until.as_deref()),
+        Command::Backfill {
+            config,
+            source,
+            since,
+            until,
+        } => run_backfill(&config, &source, &since, until.as_deref()),
         Command::Check { config } => match sluice::commands::check::check(&config) {
             Ok(summary) => {
                 println!("{}: ok ({summary})", config.display());
@@ -160,16 +165,30 @@ fn run_gateway(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run_backfill(path: &std::path::Path, source: &str, since: &str, until: Option<&str>) -> ExitCode {
+fn run_backfill(
+    path: &std::path::Path,
+    source: &str,
+    since: &str,
+    until: Option<&str>,
+) -> ExitCode {
     let config = match sluice::config::Config::load(path) {
         Ok(c) => c,
         Err(e) => return fail(&e.into()),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
     };
-    let result = runtime.block_on(sluice::commands::backfill::backfill(config, source, since, until, shutdown_signal()));
+    let result = runtime.block_on(sluice::commands::backfill::backfill(
+        config,
+        source,
+        since,
+        until,
+        shutdown_signal(),
+    ));
     match result {
         Ok(s) => {
             println!(

@@ -213,8 +213,18 @@ impl Metrics {
             spool_bytes,
             spool_oldest_age,
             ack_seconds,
-            poller_requests: counter(&r, "sluice_poller_requests_total", "API requests made by pollers, per source and outcome.", &["source", "outcome"]),
-            poller_events: counter(&r, "sluice_poller_events_total", "Events per poller: received, duplicate (filtered), spooled.", &["source", "stage"]),
+            poller_requests: counter(
+                &r,
+                "sluice_poller_requests_total",
+                "API requests made by pollers, per source and outcome.",
+                &["source", "outcome"],
+            ),
+            poller_events: counter(
+                &r,
+                "sluice_poller_events_total",
+                "Events per poller: received, duplicate (filtered), spooled.",
+                &["source", "stage"],
+            ),
             poller_stopped: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new("sluice_poller_stopped", "1 when a poller has stopped on an error that needs an operator (bad key, no permission)."),
@@ -380,14 +390,18 @@ impl Metrics {
     /// One API request finished with `outcome` (`ok`, `429`, `5xx`, `4xx`,
     /// `network`, `invalid_json`, `graphql_error`).
     pub fn poll_request(&self, source: &str, outcome: &str) {
-        self.poller_requests.with_label_values(&[source, outcome]).inc();
+        self.poller_requests
+            .with_label_values(&[source, outcome])
+            .inc();
     }
 
     /// A page was committed.
     pub fn poll_page(&self, source: &str, received: usize, duplicates: usize, spooled: usize) {
         let add = |stage: &str, n: usize| {
             if n > 0 {
-                self.poller_events.with_label_values(&[source, stage]).inc_by(n as u64);
+                self.poller_events
+                    .with_label_values(&[source, stage])
+                    .inc_by(n as u64);
             }
         };
         add("received", received);
@@ -412,13 +426,22 @@ impl Metrics {
 
     /// A request will be retried after `wait`.
     pub fn poll_retry(&self, source: &str, reason: &str, wait: std::time::Duration) {
-        tracing::warn!(source, reason, wait_ms = wait.as_millis() as u64, "poll request failed; retrying");
+        tracing::warn!(
+            source,
+            reason,
+            wait_ms = wait.as_millis() as u64,
+            "poll request failed; retrying"
+        );
     }
 
     /// A poller stopped on an error an operator must fix.
     pub fn poller_stopped(&self, source: &str, reason: &str) {
         self.poller_stopped.with_label_values(&[source]).set(1);
-        tracing::error!(source, reason, "poller stopped; fix the cause and restart sluice");
+        tracing::error!(
+            source,
+            reason,
+            "poller stopped; fix the cause and restart sluice"
+        );
     }
 }
 

@@ -395,7 +395,11 @@ pub async fn run_all(
     let records = Arc::new(records);
     let mut rows = Vec::new();
     for pipeline in pipelines {
-        let permit = workers.clone().acquire_owned().await.map_err(|_| RunAllError::Closed)?;
+        let permit = workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RunAllError::Closed)?;
         let (p, r) = (pipeline.clone(), records.clone());
         let out = tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -8,5 +8,7 @@ mod cli;
 mod durability;
 mod gw;
 mod hostile;
+mod pollers;
 mod push;
+mod stubs;
 mod support;

@@ -10,9 +10,9 @@ use super::run::{Core, RunError};
 use crate::config::Config;
 use crate::metrics::CycleStats;
 use crate::sources::poller::{PollError, Window};
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// What a backfill did.
@@ -62,13 +62,16 @@ pub async fn backfill(
     stop: impl Future<Output = ()>,
 ) -> Result<Summary, BackfillError> {
     let parse = |what: &str, t: &str| {
-        crate::sources::poller::rfc3339_ns(t).ok_or_else(|| BackfillError::Window(format!("--{what} {t:?} is not an RFC 3339 time")))
+        crate::sources::poller::rfc3339_ns(t)
+            .ok_or_else(|| BackfillError::Window(format!("--{what} {t:?} is not an RFC 3339 time")))
     };
     let from = parse("since", since)?;
     if let Some(u) = until
         && parse("until", u)? <= from
     {
-        return Err(BackfillError::Window("--until must be after --since".into()));
+        return Err(BackfillError::Window(
+            "--until must be after --since".into(),
+        ));
     }
     let core = Core::start(&config)?;
     let Some((poller, _)) = core.poller(&config, source)? else {
@@ -79,25 +82,36 @@ pub async fn backfill(
         since: since.to_string(),
         until: until.map(str::to_string),
     };
-    let mut ctx = core.poll_ctx(source, format!("backfill:{source}:{since}:{}", until.unwrap_or("now")));
+    let mut ctx = core.poll_ctx(
+        source,
+        format!("backfill:{source}:{since}:{}", until.unwrap_or("now")),
+    );
     let total = poller.count(&mut ctx, &window).await;
     let started = Instant::now();
     let bar = Arc::new(Mutex::new(Progress::new(total)));
     let b = bar.clone();
     ctx.progress = Some(Arc::new(move |events, pages| {
-        b.lock().unwrap_or_else(std::sync::PoisonError::into_inner).update(events, pages);
+        b.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .update(events, pages);
     }));
     let mut stats = CycleStats::default();
     let result = tokio::select! {
         r = poller.cycle(&mut ctx, &mut stats, Some(&window)) => r,
         () = stop => Err(PollError::Shutdown),
     };
-    bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finish();
+    bar.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .finish();
     let elapsed = started.elapsed();
     core.metrics.poll_cycle(source, &stats, elapsed);
     let undelivered = core.stop().await;
     match result {
-        Ok(()) | Err(PollError::Shutdown) => Ok(Summary { stats, elapsed, undelivered }),
+        Ok(()) | Err(PollError::Shutdown) => Ok(Summary {
+            stats,
+            elapsed,
+            undelivered,
+        }),
         Err(PollError::Fatal(message)) => Err(BackfillError::Poll {
             source_name: source.to_string(),
             message,
@@ -132,7 +146,11 @@ impl Progress {
     fn update(&mut self, events: u64, pages: u64) {
         self.events = events;
         self.pages = pages;
-        let every = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(2) };
+        let every = if self.tty {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(2)
+        };
         if self.last_draw.is_none_or(|t| t.elapsed() >= every) {
             self.draw(false);
         }
@@ -141,12 +159,19 @@ impl Progress {
     fn line(&self) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = self.events as f64 / secs;
-        let mut line = format!("backfill: {} events, {} pages, {rate:.0} events/s", self.events, self.pages);
+        let mut line = format!(
+            "backfill: {} events, {} pages, {rate:.0} events/s",
+            self.events, self.pages
+        );
         if let Some(total) = self.total.filter(|t| *t > 0) {
             let done = (self.events as f64 / total as f64).min(1.0);
             let width = 30;
             let filled = (done * width as f64) as usize;
-            let eta = if rate > 0.0 { (total.saturating_sub(self.events)) as f64 / rate } else { 0.0 };
+            let eta = if rate > 0.0 {
+                (total.saturating_sub(self.events)) as f64 / rate
+            } else {
+                0.0
+            };
             line = format!(
                 "[{}{}] {:>3.0}% {line}, ETA {}",
                 "#".repeat(filled),
@@ -162,7 +187,12 @@ impl Progress {
         self.last_draw = Some(Instant::now());
         let mut err = std::io::stderr().lock();
         let _ = if self.tty {
-            write!(err, "\r\x1b[2K{}{}", self.line(), if last { "\n" } else { "" })
+            write!(
+                err,
+                "\r\x1b[2K{}{}",
+                self.line(),
+                if last { "\n" } else { "" }
+            )
         } else {
             writeln!(err, "{}", self.line())
         };

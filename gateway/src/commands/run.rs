@@ -10,13 +10,13 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError, Secrets, SinkConfig, SourceConfig};
-use crate::sources::jumpcloud::JumpCloud;
-use crate::sources::jupiterone::JupiterOne;
-use crate::sources::poller::{PollCtx, PollError, Poller, run_loop};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::sinks::key::KeyTemplate;
 use crate::sinks::{self, ObjectSettings, SinkError};
+use crate::sources::jumpcloud::JumpCloud;
+use crate::sources::jupiterone::JupiterOne;
+use crate::sources::poller::{PollCtx, PollError, Poller, run_loop};
 use crate::sources::push::{self, PushSource, PushState};
 use crate::sources::server::{self, ConnLimits};
 use crate::spool::{Spool, SpoolError};
@@ -106,25 +106,40 @@ impl Core {
         let spool = Spool::open(&state_dir, config.spool.clone())?;
         let (records, bytes) = spool.depth();
         if records > 0 {
-            tracing::info!(records, bytes, "spool holds undelivered records; delivering them");
+            tracing::info!(
+                records,
+                bytes,
+                "spool holds undelivered records; delivering them"
+            );
         }
         let workers = match config.limits.workers {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             n => n,
         };
-        let instances: usize = config.pipelines.values().map(Pipeline::instances_per_call).sum::<usize>() * (workers + 1);
+        let instances: usize = config
+            .pipelines
+            .values()
+            .map(Pipeline::instances_per_call)
+            .sum::<usize>()
+            * (workers + 1);
         let host = WasmHost::new(HostConfig {
             deadline: Duration::from_millis(config.limits.transform_deadline_ms),
             memory_cap: (config.limits.transform_memory_mib as usize) << 20,
             max_instances: u32::try_from(instances + 8).unwrap_or(u32::MAX),
             // $SLUICE_CACHE_DIR lets several gateways (or test runs) share
             // compiled components; by default the cache lives with the state.
-            cache_dir: Some(std::env::var_os("SLUICE_CACHE_DIR").map_or_else(|| state_dir.join("cache"), Into::into)),
+            cache_dir: Some(
+                std::env::var_os("SLUICE_CACHE_DIR")
+                    .map_or_else(|| state_dir.join("cache"), Into::into),
+            ),
         })?;
         let mut pipelines: HashMap<String, Vec<Arc<Pipeline>>> = HashMap::new();
         for (name, p) in &config.pipelines {
             let built = Pipeline::build(name, p, config, &host, metrics.clone())?;
-            pipelines.entry(p.source.clone()).or_default().push(Arc::new(built));
+            pipelines
+                .entry(p.source.clone())
+                .or_default()
+                .push(Arc::new(built));
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
@@ -142,15 +157,30 @@ impl Core {
                     message: e.to_string(),
                 })
             })?;
+            let name_template = match &l.name {
+                Some(n) => Some(KeyTemplate::parse(n).map_err(|e| {
+                    sink_err(SinkError::Io {
+                        path: config.file.clone(),
+                        message: e.to_string(),
+                    })
+                })?),
+                None => None,
+            };
             let settings = ObjectSettings {
                 name: name.as_str().into(),
                 key,
+                object_name: name_template,
                 encoding: l.encoding,
                 compression: l.compression,
                 compression_level: l.compression_level,
                 rotate: l.rotate.clone(),
             };
-            let (spool, metrics, handle, shutdown) = (spool.clone(), metrics.clone(), handle.clone(), shutdown.clone());
+            let (spool, metrics, handle, shutdown) = (
+                spool.clone(),
+                metrics.clone(),
+                handle.clone(),
+                shutdown.clone(),
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("sink-{name}"))
                 .spawn(move || sinks::run(settings, store, spool, metrics, &handle, shutdown))
@@ -171,22 +201,38 @@ impl Core {
     }
 
     /// A poller for source `name`, if it is one, with its interval.
-    pub(crate) fn poller(&self, config: &Config, name: &str) -> Result<Option<(Poller, Duration)>, RunError> {
+    pub(crate) fn poller(
+        &self,
+        config: &Config,
+        name: &str,
+    ) -> Result<Option<(Poller, Duration)>, RunError> {
         let err = |e: PollError| RunError::Poller {
             source_name: name.to_string(),
             message: e.to_string(),
         };
-        let key = || self.secrets.api.get(name).cloned().ok_or_else(|| err(PollError::Fatal("no API key".into())));
+        let key = || {
+            self.secrets
+                .api
+                .get(name)
+                .cloned()
+                .ok_or_else(|| err(PollError::Fatal("no API key".into())))
+        };
         Ok(match config.sources.get(name) {
             Some(SourceConfig::Jumpcloud(j)) => {
                 let ca = j.ca_file.as_deref().map(|p| config.path(p));
                 let interval = Duration::from_secs(j.interval_secs);
-                Some((Poller::JumpCloud(JumpCloud::new(j.clone(), &key()?, ca).map_err(err)?), interval))
+                Some((
+                    Poller::JumpCloud(JumpCloud::new(j.clone(), &key()?, ca).map_err(err)?),
+                    interval,
+                ))
             }
             Some(SourceConfig::Jupiterone(j)) => {
                 let ca = j.ca_file.as_deref().map(|p| config.path(p));
                 let interval = Duration::from_secs(j.interval_secs);
-                Some((Poller::JupiterOne(JupiterOne::new(j.clone(), &key()?, ca).map_err(err)?), interval))
+                Some((
+                    Poller::JupiterOne(JupiterOne::new(j.clone(), &key()?, ca).map_err(err)?),
+                    interval,
+                ))
             }
             _ => None,
         })
@@ -253,15 +299,21 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 PushSource {
                     name: sname.as_str().into(),
                     config: p.clone(),
-                    auth: core.secrets.push.get(sname).cloned().unwrap_or(crate::config::ResolvedAuth::None),
+                    auth: core
+                        .secrets
+                        .push
+                        .get(sname)
+                        .cloned()
+                        .unwrap_or(crate::config::ResolvedAuth::None),
                     pipelines: core.pipelines.get(sname).cloned().unwrap_or_default(),
                 },
             );
         }
-        let tls = server_tls(&l.tls, |p| config.path(p), &state_dir).map_err(|source| RunError::Tls {
-            listener: lname.clone(),
-            source,
-        })?;
+        let tls =
+            server_tls(&l.tls, |p| config.path(p), &state_dir).map_err(|source| RunError::Tls {
+                listener: lname.clone(),
+                source,
+            })?;
         let listener = bind(l.address, &format!("listener {lname}")).await?;
         let address = listener.local_addr().unwrap_or(l.address);
         lines.push(format!(
@@ -292,7 +344,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     for name in config.sources.keys() {
         if let Some((poller, interval)) = core.poller(&config, name)? {
             let ctx = core.poll_ctx(name, name.clone());
-            tracing::info!(source = name.as_str(), interval_secs = interval.as_secs(), "poller started");
+            tracing::info!(
+                source = name.as_str(),
+                interval_secs = interval.as_secs(),
+                "poller started"
+            );
             servers.push(tokio::spawn(run_loop(ctx, interval, poller)));
         }
     }
@@ -336,7 +392,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     }
     let undelivered = core.stop().await;
     let _ = admin_task.await;
-    tracing::info!(undelivered, "stopped; undelivered records stay in the spool");
+    tracing::info!(
+        undelivered,
+        "stopped; undelivered records stay in the spool"
+    );
     Ok(())
 }
 

@@ -640,7 +640,9 @@ fn resolve_auth(name: &str, auth: &AuthConfig) -> Result<ResolvedAuth, Invalid> 
                 use base64::Engine;
                 let mut creds = format!("{username}:").into_bytes();
                 creds.extend_from_slice(p.expose());
-                ResolvedAuth::Basic(SecretValue::new(base64::engine::general_purpose::STANDARD.encode(creds)))
+                ResolvedAuth::Basic(SecretValue::new(
+                    base64::engine::general_purpose::STANDARD.encode(creds),
+                ))
             })
             .map_err(|e| invalid(&["sources", name, "auth", "password"], e)),
         AuthConfig::Hmac { key, header } => key

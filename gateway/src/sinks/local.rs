@@ -21,6 +21,11 @@ pub struct LocalConfig {
     /// Key template for the folder of each object (see `sinks::key`).
     #[serde(default = "default_key")]
     pub key: String,
+    /// Template for object file names, without the extension, rendered
+    /// when the object is finished (for example J1DS's `time=%H%M%S`).
+    /// Default: `<UTC time with ms>-<random>`. A name that is taken gets
+    /// `-1`, `-2`, … so an object never overwrites another.
+    pub name: Option<String>,
     /// `jsonl` or `csv`.
     #[serde(default)]
     pub encoding: Encoding,
@@ -42,6 +47,15 @@ impl LocalConfig {
     /// Checks the template and limits (no I/O).
     pub(crate) fn validate(&self, name: &str, out: &mut Vec<Invalid>) {
         check_key_template(&["sinks", name, "key"], &self.key, out);
+        if let Some(n) = &self.name {
+            check_key_template(&["sinks", name, "name"], n, out);
+            if n.contains('/') || n.is_empty() {
+                out.push(invalid(
+                    &["sinks", name, "name"],
+                    "a file name: no `/`, not empty",
+                ));
+            }
+        }
         super::validate_common(
             name,
             self.compression,
@@ -86,9 +100,27 @@ impl ObjectStore for LocalStore {
     }
 
     fn deliver(&mut self, temp: &Path, key: &str) -> Result<u64, SinkError> {
-        let target = self.root.join(key);
-        let dir = target.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| SinkError::io(dir, &e))?;
+        let mut target = self.root.join(key);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| SinkError::io(&dir, &e))?;
+        // Names from a template can repeat (two objects in one second);
+        // never overwrite: `name.jsonl` → `name-1.jsonl`, … One sink thread
+        // writes this folder, so checking then renaming cannot race.
+        let file = target
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (stem, ext) = file.split_once('.').unwrap_or((&file, ""));
+        let mut n = 0;
+        while target.exists() {
+            n += 1;
+            target = dir.join(if ext.is_empty() {
+                format!("{stem}-{n}")
+            } else {
+                format!("{stem}-{n}.{ext}")
+            });
+        }
+        let dir = dir.as_path();
         let size = std::fs::metadata(temp)
             .map_err(|e| SinkError::io(temp, &e))?
             .len();

@@ -77,6 +77,8 @@ pub struct ObjectSettings {
     pub name: Arc<str>,
     /// Key template.
     pub key: KeyTemplate,
+    /// Object name template (without extension); `None` for the default.
+    pub object_name: Option<KeyTemplate>,
     /// Encoding.
     pub encoding: Encoding,
     /// Compression.
@@ -463,12 +465,23 @@ impl<S: ObjectStore> Delivery<S> {
             .map_err(|e| SinkError::io(&temp, &e))
             .and_then(|()| {
                 let now = chrono::Utc::now();
-                let name = format!(
-                    "{}-{:08x}.{}",
-                    now.format("%Y%m%dT%H%M%S%.3fZ"),
-                    rand::random::<u32>(),
-                    extension(key.1, self.settings.compression)
-                );
+                let ext = extension(key.1, self.settings.compression);
+                let name = match &self.settings.object_name {
+                    Some(t) => {
+                        let ctx = KeyContext {
+                            route: "",
+                            source: "",
+                            time: now,
+                            record: None,
+                        };
+                        format!("{}.{ext}", t.render(&ctx))
+                    }
+                    None => format!(
+                        "{}-{:08x}.{ext}",
+                        now.format("%Y%m%dT%H%M%S%.3fZ"),
+                        rand::random::<u32>()
+                    ),
+                };
                 let object_key = if prefix.is_empty() {
                     name
                 } else {

@@ -9,7 +9,9 @@
 //! watermark after it (see `poller`). `source_lag` leaves time for events
 //! JumpCloud indexes late.
 
-use super::poller::{Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header, snippet};
+use super::poller::{
+    Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header, snippet,
+};
 use crate::config::{Invalid, Secret, SecretValue, invalid};
 use crate::http_client::{HttpClient, HttpError, retry_after};
 use crate::metrics::CycleStats;
@@ -96,9 +98,18 @@ fn default_timeout() -> u64 {
 impl JumpCloudConfig {
     /// Checks values (no I/O).
     pub(crate) fn validate(&self, name: &str, out: &mut Vec<Invalid>) {
-        super::poller::validate_common(name, self.base_url.as_deref(), &self.start, self.interval_secs, out);
+        super::poller::validate_common(
+            name,
+            self.base_url.as_deref(),
+            &self.start,
+            self.interval_secs,
+            out,
+        );
         if self.services.is_empty() {
-            out.push(invalid(&["sources", name, "services"], "list at least one service, or \"all\""));
+            out.push(invalid(
+                &["sources", name, "services"],
+                "list at least one service, or \"all\"",
+            ));
         }
         for s in &self.services {
             if !SERVICES.contains(&s.as_str()) {
@@ -109,7 +120,10 @@ impl JumpCloudConfig {
             }
         }
         if !(1..=10_000).contains(&self.limit) {
-            out.push(invalid(&["sources", name, "limit"], "must be between 1 and 10000"));
+            out.push(invalid(
+                &["sources", name, "limit"],
+                "must be between 1 and 10000",
+            ));
         }
     }
 
@@ -146,28 +160,52 @@ impl JumpCloud {
     /// # Errors
     ///
     /// When the CA file or the key cannot be used.
-    pub fn new(cfg: JumpCloudConfig, key: &SecretValue, ca_file: Option<PathBuf>) -> Result<Self, PollError> {
-        let client = HttpClient::new(ca_file.as_deref(), Duration::from_secs(cfg.request_timeout_secs))
-            .map_err(|e| PollError::Fatal(e.to_string()))?;
+    pub fn new(
+        cfg: JumpCloudConfig,
+        key: &SecretValue,
+        ca_file: Option<PathBuf>,
+    ) -> Result<Self, PollError> {
+        let client = HttpClient::new(
+            ca_file.as_deref(),
+            Duration::from_secs(cfg.request_timeout_secs),
+        )
+        .map_err(|e| PollError::Fatal(e.to_string()))?;
         let mut headers = vec![
-            (HeaderName::from_static("x-api-key"), secret_header(key.expose())?),
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                HeaderName::from_static("x-api-key"),
+                secret_header(key.expose())?,
+            ),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::ACCEPT, HeaderValue::from_static("application/json")),
-            (header::USER_AGENT, HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")))),
+            (
+                header::USER_AGENT,
+                HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
+            ),
         ];
         for org in &cfg.org_ids {
-            let v = HeaderValue::from_str(org).map_err(|_| PollError::Fatal(format!("org id {org:?} is not a valid header value")))?;
+            let v = HeaderValue::from_str(org).map_err(|_| {
+                PollError::Fatal(format!("org id {org:?} is not a valid header value"))
+            })?;
             headers.push((HeaderName::from_static("x-org-id"), v));
         }
         let url = cfg.url();
-        Ok(Self { cfg, client, headers, url })
+        Ok(Self {
+            cfg,
+            client,
+            headers,
+            url,
+        })
     }
 
     fn end_time(&self, window: Option<&Window>) -> String {
         match window.and_then(|w| w.until.clone()) {
             Some(u) => u,
-            None => (chrono::Utc::now() - chrono::Duration::seconds(self.cfg.source_lag_secs as i64))
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            None => (chrono::Utc::now()
+                - chrono::Duration::seconds(self.cfg.source_lag_secs as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
     }
 
@@ -176,7 +214,12 @@ impl JumpCloud {
     /// # Errors
     ///
     /// [`PollError`].
-    pub async fn cycle(&self, ctx: &mut PollCtx, stats: &mut CycleStats, window: Option<&Window>) -> Result<(), PollError> {
+    pub async fn cycle(
+        &self,
+        ctx: &mut PollCtx,
+        stats: &mut CycleStats,
+        window: Option<&Window>,
+    ) -> Result<(), PollError> {
         let start_cfg = window.map_or(self.cfg.start.as_str(), |w| w.since.as_str());
         let mut wm: Watermark = ctx.load(start_cfg)?;
         let start = wm.at.clone().unwrap_or_else(|| start_cfg.to_string());
@@ -202,8 +245,14 @@ impl JumpCloud {
             let mut records = Vec::with_capacity(events.len());
             let mut duplicates = 0;
             for raw in &events {
-                let head: Head<'_> = serde_json::from_str(raw.get()).unwrap_or(Head { id: None, timestamp: None });
-                let at = head.timestamp.as_deref().and_then(|t| rfc3339_ns(t).map(|ns| (t, ns)));
+                let head: Head<'_> = serde_json::from_str(raw.get()).unwrap_or(Head {
+                    id: None,
+                    timestamp: None,
+                });
+                let at = head
+                    .timestamp
+                    .as_deref()
+                    .and_then(|t| rfc3339_ns(t).map(|ns| (t, ns)));
                 if wm.seen(at.map(|a| a.1), head.id.as_deref()) {
                     duplicates += 1;
                     continue;
@@ -220,22 +269,35 @@ impl JumpCloud {
             stats.received += events.len() as u64;
             stats.duplicates += duplicates as u64;
             stats.spooled += spooled as u64;
-            ctx.metrics.poll_page(&ctx.name, events.len(), duplicates, spooled);
+            ctx.metrics
+                .poll_page(&ctx.name, events.len(), duplicates, spooled);
             if let Some(p) = &ctx.progress {
                 p(spooled_total, pages);
             }
             // Integers, not strings: "999" >= "1000" as text.
-            let count = resp.header("x-result-count").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(events.len() as u64);
-            let limit = resp.header("x-limit").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(u64::from(self.cfg.limit));
+            let count = resp
+                .header("x-result-count")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(events.len() as u64);
+            let limit = resp
+                .header("x-limit")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(u64::from(self.cfg.limit));
             if count == 0 || count < limit {
                 return Ok(());
             }
-            match resp.header("x-search_after").and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()) {
+            match resp
+                .header("x-search_after")
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+            {
                 Some(sa @ serde_json::Value::Array(_)) => search_after = Some(sa),
                 _ => {
                     // Without a token the next page cannot be asked for;
                     // the next cycle resumes from the watermark.
-                    tracing::warn!(source = &*ctx.name, "full page without a usable X-Search_after header; resuming next cycle");
+                    tracing::warn!(
+                        source = &*ctx.name,
+                        "full page without a usable X-Search_after header; resuming next cycle"
+                    );
                     return Ok(());
                 }
             }
@@ -251,14 +313,29 @@ impl JumpCloud {
         });
         let resp = self
             .client
-            .send(Method::POST, &format!("{}/insights/directory/v1/events/count", self.url), &self.headers, Some(body.to_string().into_bytes()))
+            .send(
+                Method::POST,
+                &format!("{}/insights/directory/v1/events/count", self.url),
+                &self.headers,
+                Some(body.to_string().into_bytes()),
+            )
             .await
             .ok()?;
-        ctx.metrics.poll_request(&ctx.name, if resp.status.is_success() { "ok" } else { "4xx" });
+        ctx.metrics.poll_request(
+            &ctx.name,
+            if resp.status.is_success() {
+                "ok"
+            } else {
+                "4xx"
+            },
+        );
         if !resp.status.is_success() {
             return None;
         }
-        serde_json::from_slice::<serde_json::Value>(&resp.body).ok()?.get("count")?.as_u64()
+        serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .ok()?
+            .get("count")?
+            .as_u64()
     }
 
     /// One page, retried until it is a 200 with a JSON array.
@@ -274,22 +351,37 @@ impl JumpCloud {
         let mut backoff = Backoff::new();
         loop {
             stats.requests += 1;
-            let (outcome, wait) = match self.client.send(Method::POST, &url, &self.headers, Some(body.clone())).await {
-                Err(e @ HttpError::Url(_)) | Err(e @ HttpError::Ca { .. }) => return Err(PollError::Fatal(e.to_string())),
+            let (outcome, wait) = match self
+                .client
+                .send(Method::POST, &url, &self.headers, Some(body.clone()))
+                .await
+            {
+                Err(e @ HttpError::Url(_)) | Err(e @ HttpError::Ca { .. }) => {
+                    return Err(PollError::Fatal(e.to_string()));
+                }
                 Err(e) => (format!("network: {e}"), backoff.next(None)),
-                Ok(resp) if resp.status == StatusCode::OK => match serde_json::from_slice::<Vec<Box<RawValue>>>(&resp.body) {
-                    Ok(events) => {
-                        ctx.metrics.poll_request(&ctx.name, "ok");
-                        return Ok((resp, events));
+                Ok(resp) if resp.status == StatusCode::OK => {
+                    match serde_json::from_slice::<Vec<Box<RawValue>>>(&resp.body) {
+                        Ok(events) => {
+                            ctx.metrics.poll_request(&ctx.name, "ok");
+                            return Ok((resp, events));
+                        }
+                        Err(e) => {
+                            ctx.metrics.poll_request(&ctx.name, "invalid_json");
+                            (
+                                format!(
+                                    "the answer is not a JSON array of events ({e}); nothing of it was spooled"
+                                ),
+                                backoff.next(None),
+                            )
+                        }
                     }
-                    Err(e) => {
-                        ctx.metrics.poll_request(&ctx.name, "invalid_json");
-                        (format!("the answer is not a JSON array of events ({e}); nothing of it was spooled"), backoff.next(None))
-                    }
-                },
+                }
                 Ok(resp) if resp.status == StatusCode::UNAUTHORIZED => {
                     ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal("JumpCloud rejected the API key (401 Unauthorized); check `api_key`".into()));
+                    return Err(PollError::Fatal(
+                        "JumpCloud rejected the API key (401 Unauthorized); check `api_key`".into(),
+                    ));
                 }
                 Ok(resp) if resp.status == StatusCode::FORBIDDEN => {
                     ctx.metrics.poll_request(&ctx.name, "4xx");
@@ -297,14 +389,28 @@ impl JumpCloud {
                         "JumpCloud answered 403 Forbidden: the API key lacks permission (Directory Insights needs an administrator's key, and `org_ids` must be orgs it manages)".into(),
                     ));
                 }
-                Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS || resp.status.is_server_error() => {
-                    let kind = if resp.status.is_server_error() { "5xx" } else { "429" };
+                Ok(resp)
+                    if resp.status == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status.is_server_error() =>
+                {
+                    let kind = if resp.status.is_server_error() {
+                        "5xx"
+                    } else {
+                        "429"
+                    };
                     ctx.metrics.poll_request(&ctx.name, kind);
-                    (format!("JumpCloud answered {}", resp.status), backoff.next(retry_after(&resp)))
+                    (
+                        format!("JumpCloud answered {}", resp.status),
+                        backoff.next(retry_after(&resp)),
+                    )
                 }
                 Ok(resp) => {
                     ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(format!("JumpCloud answered {}: {}", resp.status, snippet(&resp.body))));
+                    return Err(PollError::Fatal(format!(
+                        "JumpCloud answered {}: {}",
+                        resp.status,
+                        snippet(&resp.body)
+                    )));
                 }
             };
             ctx.metrics.poll_retry(&ctx.name, &outcome, wait);

@@ -12,7 +12,9 @@
 //! entities come too, for the `j1-cdc` transform. With `deferred`, each
 //! page is fetched through JupiterOne's deferred-response URL.
 
-use super::poller::{Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header, snippet};
+use super::poller::{
+    Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header, snippet,
+};
 use crate::config::{Invalid, Secret, SecretValue, invalid};
 use crate::http_client::{HttpClient, HttpError, Response, retry_after};
 use crate::metrics::CycleStats;
@@ -79,12 +81,24 @@ fn default_timeout() -> u64 {
 impl JupiterOneConfig {
     /// Checks values (no I/O).
     pub(crate) fn validate(&self, name: &str, out: &mut Vec<Invalid>) {
-        super::poller::validate_common(name, self.base_url.as_deref(), &self.start, self.interval_secs, out);
+        super::poller::validate_common(
+            name,
+            self.base_url.as_deref(),
+            &self.start,
+            self.interval_secs,
+            out,
+        );
         if self.account_id.trim().is_empty() {
-            out.push(invalid(&["sources", name, "account_id"], "must not be empty"));
+            out.push(invalid(
+                &["sources", name, "account_id"],
+                "must not be empty",
+            ));
         }
         if self.query.to_ascii_uppercase().contains(" SKIP ") {
-            out.push(invalid(&["sources", name, "query"], "J1QL SKIP is no longer accepted by JupiterOne; pagination uses the cursor"));
+            out.push(invalid(
+                &["sources", name, "query"],
+                "J1QL SKIP is no longer accepted by JupiterOne; pagination uses the cursor",
+            ));
         }
     }
 
@@ -168,20 +182,39 @@ impl JupiterOne {
     /// # Errors
     ///
     /// When the CA file, token or account id cannot be used.
-    pub fn new(cfg: JupiterOneConfig, token: &SecretValue, ca_file: Option<PathBuf>) -> Result<Self, PollError> {
-        let client = HttpClient::new(ca_file.as_deref(), Duration::from_secs(cfg.request_timeout_secs))
-            .map_err(|e| PollError::Fatal(e.to_string()))?;
+    pub fn new(
+        cfg: JupiterOneConfig,
+        token: &SecretValue,
+        ca_file: Option<PathBuf>,
+    ) -> Result<Self, PollError> {
+        let client = HttpClient::new(
+            ca_file.as_deref(),
+            Duration::from_secs(cfg.request_timeout_secs),
+        )
+        .map_err(|e| PollError::Fatal(e.to_string()))?;
         let mut bearer = b"Bearer ".to_vec();
         bearer.extend_from_slice(token.expose());
-        let account = HeaderValue::from_str(&cfg.account_id).map_err(|_| PollError::Fatal("account_id is not a valid header value".into()))?;
+        let account = HeaderValue::from_str(&cfg.account_id)
+            .map_err(|_| PollError::Fatal("account_id is not a valid header value".into()))?;
         let headers = vec![
             (header::AUTHORIZATION, secret_header(&bearer)?),
             (HeaderName::from_static("jupiterone-account"), account),
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (header::USER_AGENT, HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")))),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::USER_AGENT,
+                HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
+            ),
         ];
         let url = cfg.url();
-        Ok(Self { cfg, client, headers, url })
+        Ok(Self {
+            cfg,
+            client,
+            headers,
+            url,
+        })
     }
 
     /// One cycle (see the module docs).
@@ -189,7 +222,12 @@ impl JupiterOne {
     /// # Errors
     ///
     /// [`PollError`].
-    pub async fn cycle(&self, ctx: &mut PollCtx, stats: &mut CycleStats, window: Option<&Window>) -> Result<(), PollError> {
+    pub async fn cycle(
+        &self,
+        ctx: &mut PollCtx,
+        stats: &mut CycleStats,
+        window: Option<&Window>,
+    ) -> Result<(), PollError> {
         let start_cfg = window.map_or(self.cfg.start.as_str(), |w| w.since.as_str());
         let mut wm: Watermark = ctx.load(start_cfg)?;
         let since_ns = wm.at_ns.or_else(|| rfc3339_ns(start_cfg)).unwrap_or(0);
@@ -204,13 +242,23 @@ impl JupiterOne {
             for raw in &elements {
                 let head: Option<Head> = serde_json::from_slice(raw).ok();
                 let entity = head.as_ref().and_then(|h| h.entity.as_ref());
-                let id = head.as_ref().and_then(|h| h.id.clone()).or_else(|| entity.and_then(|e| e.id.clone()));
-                let begin = entity.and_then(|e| e.begin_on.as_ref()).and_then(begin_on_ns);
-                if wm.seen(begin.as_ref().map(|b| b.1), id.as_deref()) || wm.pending_seen(id.as_deref()) {
+                let id = head
+                    .as_ref()
+                    .and_then(|h| h.id.clone())
+                    .or_else(|| entity.and_then(|e| e.id.clone()));
+                let begin = entity
+                    .and_then(|e| e.begin_on.as_ref())
+                    .and_then(begin_on_ns);
+                if wm.seen(begin.as_ref().map(|b| b.1), id.as_deref())
+                    || wm.pending_seen(id.as_deref())
+                {
                     duplicates += 1;
                     continue;
                 }
-                wm.add_pending(begin.as_ref().map(|(t, ns)| (t.as_str(), *ns)), id.as_deref());
+                wm.add_pending(
+                    begin.as_ref().map(|(t, ns)| (t.as_str(), *ns)),
+                    id.as_deref(),
+                );
                 records.push(raw.clone());
             }
             if next.is_none() {
@@ -223,7 +271,8 @@ impl JupiterOne {
             stats.received += elements.len() as u64;
             stats.duplicates += duplicates as u64;
             stats.spooled += spooled as u64;
-            ctx.metrics.poll_page(&ctx.name, elements.len(), duplicates, spooled);
+            ctx.metrics
+                .poll_page(&ctx.name, elements.len(), duplicates, spooled);
             if let Some(p) = &ctx.progress {
                 p(spooled_total, pages);
             }
@@ -235,7 +284,13 @@ impl JupiterOne {
     }
 
     /// One page, retried until it succeeds or fails for good.
-    async fn page(&self, ctx: &mut PollCtx, stats: &mut CycleStats, query: &str, cursor: Option<&str>) -> Result<Page, PollError> {
+    async fn page(
+        &self,
+        ctx: &mut PollCtx,
+        stats: &mut CycleStats,
+        query: &str,
+        cursor: Option<&str>,
+    ) -> Result<Page, PollError> {
         let body = serde_json::json!({
             "query": QUERY_V1,
             "variables": {
@@ -251,14 +306,22 @@ impl JupiterOne {
         let mut backoff = Backoff::new();
         loop {
             stats.requests += 1;
-            let (outcome, wait) = match self.client.send(Method::POST, &self.url, &self.headers, Some(body.clone())).await {
-                Err(e @ (HttpError::Url(_) | HttpError::Ca { .. })) => return Err(PollError::Fatal(e.to_string())),
+            let (outcome, wait) = match self
+                .client
+                .send(Method::POST, &self.url, &self.headers, Some(body.clone()))
+                .await
+            {
+                Err(e @ (HttpError::Url(_) | HttpError::Ca { .. })) => {
+                    return Err(PollError::Fatal(e.to_string()));
+                }
                 Err(e) => (format!("network: {e}"), backoff.next(None)),
-                Ok(resp) if resp.status == StatusCode::OK => match self.read(ctx, stats, &resp).await {
-                    Ok(Ok(page)) => return Ok(page),
-                    Ok(Err(retry)) => (retry, backoff.next(retry_after(&resp))),
-                    Err(fatal) => return Err(fatal),
-                },
+                Ok(resp) if resp.status == StatusCode::OK => {
+                    match self.read(ctx, stats, &resp).await {
+                        Ok(Ok(page)) => return Ok(page),
+                        Ok(Err(retry)) => (retry, backoff.next(retry_after(&resp))),
+                        Err(fatal) => return Err(fatal),
+                    }
+                }
                 Ok(resp) if resp.status == StatusCode::UNAUTHORIZED => {
                     ctx.metrics.poll_request(&ctx.name, "4xx");
                     return Err(PollError::Fatal(
@@ -271,13 +334,30 @@ impl JupiterOne {
                         "JupiterOne answered 403 Forbidden: the token lacks permission (it needs query:ReadGraphData)".into(),
                     ));
                 }
-                Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS || resp.status.is_server_error() => {
-                    ctx.metrics.poll_request(&ctx.name, if resp.status.is_server_error() { "5xx" } else { "429" });
-                    (format!("JupiterOne answered {}", resp.status), backoff.next(retry_after(&resp)))
+                Ok(resp)
+                    if resp.status == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status.is_server_error() =>
+                {
+                    ctx.metrics.poll_request(
+                        &ctx.name,
+                        if resp.status.is_server_error() {
+                            "5xx"
+                        } else {
+                            "429"
+                        },
+                    );
+                    (
+                        format!("JupiterOne answered {}", resp.status),
+                        backoff.next(retry_after(&resp)),
+                    )
                 }
                 Ok(resp) => {
                     ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(format!("JupiterOne answered {}: {}", resp.status, snippet(&resp.body))));
+                    return Err(PollError::Fatal(format!(
+                        "JupiterOne answered {}: {}",
+                        resp.status,
+                        snippet(&resp.body)
+                    )));
                 }
             };
             ctx.metrics.poll_retry(&ctx.name, &outcome, wait);
@@ -286,12 +366,19 @@ impl JupiterOne {
     }
 
     /// Reads a 200: `Ok(Ok(page))`, `Ok(Err(reason))` to retry, or a fatal error.
-    async fn read(&self, ctx: &mut PollCtx, stats: &mut CycleStats, resp: &Response) -> Result<Result<Page, String>, PollError> {
+    async fn read(
+        &self,
+        ctx: &mut PollCtx,
+        stats: &mut CycleStats,
+        resp: &Response,
+    ) -> Result<Result<Page, String>, PollError> {
         let gql: Gql<'_> = match serde_json::from_slice(&resp.body) {
             Ok(g) => g,
             Err(e) => {
                 ctx.metrics.poll_request(&ctx.name, "invalid_json");
-                return Ok(Err(format!("the answer is not GraphQL JSON ({e}); nothing of it was spooled")));
+                return Ok(Err(format!(
+                    "the answer is not GraphQL JSON ({e}); nothing of it was spooled"
+                )));
             }
         };
         if !gql.errors.is_empty() {
@@ -302,7 +389,9 @@ impl JupiterOne {
             if text.contains("429") || text.to_ascii_lowercase().contains("rate limit") {
                 return Ok(Err(format!("rate limited: {text}")));
             }
-            return Err(PollError::Fatal(format!("JupiterOne returned GraphQL errors: {text}")));
+            return Err(PollError::Fatal(format!(
+                "JupiterOne returned GraphQL errors: {text}"
+            )));
         }
         let Some(result) = gql.data.and_then(|d| d.query_v1) else {
             ctx.metrics.poll_request(&ctx.name, "invalid_json");
@@ -314,11 +403,19 @@ impl JupiterOne {
         }
         ctx.metrics.poll_request(&ctx.name, "ok");
         let data = result.data.unwrap_or_default();
-        Ok(Ok((data.iter().map(|r| r.get().as_bytes().to_vec()).collect(), result.cursor)))
+        Ok(Ok((
+            data.iter().map(|r| r.get().as_bytes().to_vec()).collect(),
+            result.cursor,
+        )))
     }
 
     /// Polls a deferred result until COMPLETED or FAILED (5 minutes at most).
-    async fn deferred(&self, ctx: &mut PollCtx, stats: &mut CycleStats, url: &str) -> Result<Result<Page, String>, PollError> {
+    async fn deferred(
+        &self,
+        ctx: &mut PollCtx,
+        stats: &mut CycleStats,
+        url: &str,
+    ) -> Result<Result<Page, String>, PollError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         let mut wait = Duration::from_millis(200);
         // The deferred URL is pre-signed: it is fetched without the API
@@ -338,15 +435,25 @@ impl JupiterOne {
             match d.status.as_str() {
                 "COMPLETED" => {
                     let data = d.data.unwrap_or_default();
-                    return Ok(Ok((data.iter().map(|r| r.get().as_bytes().to_vec()).collect(), d.cursor)));
+                    return Ok(Ok((
+                        data.iter().map(|r| r.get().as_bytes().to_vec()).collect(),
+                        d.cursor,
+                    )));
                 }
-                "FAILED" => return Ok(Err(format!("deferred query FAILED: {}", d.error.map(|e| e.to_string()).unwrap_or_default()))),
+                "FAILED" => {
+                    return Ok(Err(format!(
+                        "deferred query FAILED: {}",
+                        d.error.map(|e| e.to_string()).unwrap_or_default()
+                    )));
+                }
                 _ => {}
             }
             ctx.sleep(wait).await?;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
-        Ok(Err("deferred query still IN_PROGRESS after 5 minutes".into()))
+        Ok(Err(
+            "deferred query still IN_PROGRESS after 5 minutes".into()
+        ))
     }
 }
 

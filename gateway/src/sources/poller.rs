@@ -66,7 +66,13 @@ impl Watermark {
                 ids.extend(id.map(str::to_string));
             }
             Some((_, max, _)) if ns < *max => {}
-            slot => *slot = Some((text.to_string(), ns, id.map(str::to_string).into_iter().collect())),
+            slot => {
+                *slot = Some((
+                    text.to_string(),
+                    ns,
+                    id.map(str::to_string).into_iter().collect(),
+                ))
+            }
         }
     }
 
@@ -103,7 +109,9 @@ impl Watermark {
             _ => {
                 self.at = Some(at.to_string());
                 self.at_ns = Some(at_ns);
-                self.ids = id.map(|i| BTreeSet::from([i.to_string()])).unwrap_or_default();
+                self.ids = id
+                    .map(|i| BTreeSet::from([i.to_string()]))
+                    .unwrap_or_default();
             }
         }
     }
@@ -144,7 +152,9 @@ pub struct PollCtx {
 
 impl std::fmt::Debug for PollCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PollCtx").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("PollCtx")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,14 +173,20 @@ impl PollCtx {
             start: start.to_string(),
             ..Watermark::default()
         };
-        Ok(match stored.and_then(|s| serde_json::from_str::<Watermark>(&s).ok()) {
-            Some(w) if w.start == start => w,
-            Some(_) => {
-                tracing::warn!(source = &*self.name, start, "the configured start changed; the cursor is reset");
-                fresh
-            }
-            None => fresh,
-        })
+        Ok(
+            match stored.and_then(|s| serde_json::from_str::<Watermark>(&s).ok()) {
+                Some(w) if w.start == start => w,
+                Some(_) => {
+                    tracing::warn!(
+                        source = &*self.name,
+                        start,
+                        "the configured start changed; the cursor is reset"
+                    );
+                    fresh
+                }
+                None => fresh,
+            },
+        )
     }
 
     /// Runs the page through the pipelines and commits its rows with the
@@ -181,7 +197,11 @@ impl PollCtx {
     ///
     /// [`PollError::Shutdown`] when stopping; [`PollError::Fatal`] when the
     /// pipelines or the spool fail (nothing was committed).
-    pub async fn commit(&mut self, records: Vec<Vec<u8>>, cursor: &Watermark) -> Result<(), PollError> {
+    pub async fn commit(
+        &mut self,
+        records: Vec<Vec<u8>>,
+        cursor: &Watermark,
+    ) -> Result<(), PollError> {
         let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         while self.spool.admission(records.len() as u64, bytes) == Admission::Backoff {
             self.sleep(Duration::from_secs(1)).await?;
@@ -261,7 +281,12 @@ impl Poller {
     /// # Errors
     ///
     /// [`PollError`]; pages committed before it stay committed.
-    pub async fn cycle(&self, ctx: &mut PollCtx, stats: &mut CycleStats, window: Option<&Window>) -> Result<(), PollError> {
+    pub async fn cycle(
+        &self,
+        ctx: &mut PollCtx,
+        stats: &mut CycleStats,
+        window: Option<&Window>,
+    ) -> Result<(), PollError> {
         match self {
             Poller::JumpCloud(p) => p.cycle(ctx, stats, window).await,
             Poller::JupiterOne(p) => p.cycle(ctx, stats, window).await,
@@ -322,24 +347,34 @@ pub(crate) fn validate_common(
     if let Some(url) = base_url
         && !url.starts_with("https://")
     {
-        out.push(invalid(&["sources", name, "base_url"], "must be an https:// URL (API keys never go in clear text)"));
+        out.push(invalid(
+            &["sources", name, "base_url"],
+            "must be an https:// URL (API keys never go in clear text)",
+        ));
     }
     match rfc3339_ns(start) {
-        None => out.push(invalid(&["sources", name, "start"], "must be an RFC 3339 time such as 2025-01-01T00:00:00Z")),
+        None => out.push(invalid(
+            &["sources", name, "start"],
+            "must be an RFC 3339 time such as 2025-01-01T00:00:00Z",
+        )),
         Some(ns) if ns > i128::from(chrono::Utc::now().timestamp()) * 1_000_000_000 => {
             out.push(invalid(&["sources", name, "start"], "is in the future"));
         }
         Some(_) => {}
     }
     if interval_secs == 0 {
-        out.push(invalid(&["sources", name, "interval_secs"], "must be positive"));
+        out.push(invalid(
+            &["sources", name, "interval_secs"],
+            "must be positive",
+        ));
     }
 }
 
 /// Builds a header, marked sensitive so hyper never prints it.
 pub fn secret_header(value: &[u8]) -> Result<hyper::header::HeaderValue, PollError> {
-    let mut v = hyper::header::HeaderValue::from_bytes(value)
-        .map_err(|_| PollError::Fatal("the API key contains characters not allowed in a header".into()))?;
+    let mut v = hyper::header::HeaderValue::from_bytes(value).map_err(|_| {
+        PollError::Fatal("the API key contains characters not allowed in a header".into())
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }

@@ -1,0 +1,647 @@
+//! Pollers end to end: the real gateway against the JumpCloud and
+//! JupiterOne stubs (local HTTPS servers that behave as documented),
+//! through the real transforms into the local sink.
+
+use crate::gw::{Gateway, config, delivered, wait_delivered};
+use crate::stubs::{self, Fault};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn jc_config(stub: &stubs::Stub, start: &str, extra: &str, sink: &str) -> String {
+    config(&format!(
+        r#"
+[sources.jc]
+type = "jumpcloud"
+api_key = "jc-test-key"
+org_ids = ["org-a", "org-b"]
+base_url = "{url}"
+ca_file = "{ca}"
+start = "{start}"
+interval_secs = 1
+source_lag_secs = 0
+{extra}
+
+[pipelines.p]
+source = "jc"
+sink = "out"
+[[pipelines.p.transforms]]
+use = "ecs-jumpcloud"
+
+[sinks.out]
+type = "local"
+path = "out"
+key = "{{route}}"
+{sink}
+"#,
+        url = stub.url(),
+        ca = stub.cert.display()
+    ))
+}
+
+const FAST_SINK: &str = "rotate = { max_age_secs = 0.2 }";
+const SLOW_SINK: &str = "rotate = { max_age_secs = 3600 }";
+
+fn ago(secs: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `event.id` → how many times it was delivered.
+fn ids(root: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (_, line) in delivered(root) {
+        let doc: Value = serde_json::from_str(&line).unwrap();
+        let id = doc["event"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| doc["properties"]["_id"].as_str().unwrap().to_string());
+        *out.entry(id).or_default() += 1;
+    }
+    out
+}
+
+fn assert_once(root: &Path, expected: usize) {
+    let ids = ids(root);
+    let dups: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicates: {dups:?}");
+    assert_eq!(ids.len(), expected, "delivered ids: {ids:?}");
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    for _ in 0..600 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_to_ecs_with_ties_across_pages_and_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(stubs::JumpCloud {
+        api_key: "jc-test-key".into(),
+        ..Default::default()
+    });
+    // 0, 3, 8 and 9 fraction digits; five events share one timestamp, so
+    // with 3 per page the tie is split across pages.
+    let base = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let t = |ms: i64, frac: &str| {
+        format!(
+            "{}{frac}Z",
+            (base + chrono::Duration::milliseconds(ms)).format("%Y-%m-%dT%H:%M:%S")
+        )
+    };
+    let tie = t(2000, ".218593681");
+    let mut events = vec![
+        ("e01".to_string(), t(0, ""), "directory".to_string()),
+        ("e02".into(), t(1000, ".495"), "sso".into()),
+        ("e03".into(), t(1000, ".21859368"), "directory".into()),
+    ];
+    for i in 4..=8 {
+        events.push((
+            format!("e0{i}"),
+            tie.clone(),
+            if i % 2 == 0 {
+                "sso".into()
+            } else {
+                "directory".into()
+            },
+        ));
+    }
+    events.push(("e09".into(), t(3000, ".1"), "radius".into()));
+    events.push(("e10".into(), t(4000, ""), "systems".into()));
+    state.add(events);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let gw = Gateway::start(
+        dir.path(),
+        &jc_config(&stub, &ago(3600), "limit = 3", FAST_SINK),
+    );
+    let out = dir.path().join("out");
+    let lines = wait_delivered(&out, 10).await;
+    assert_once(&out, 10);
+    assert!(
+        lines.iter().any(|(p, _)| p.starts_with("jumpcloud.sso/"))
+            && lines
+                .iter()
+                .any(|(p, _)| p.starts_with("jumpcloud.radius/"))
+    );
+    {
+        let reqs = state.requests.lock().unwrap();
+        let (first, orgs) = &reqs[0];
+        assert_eq!(orgs, &["org-a", "org-b"], "one x-org-id header per org");
+        assert_eq!(first["sort"], "ASC");
+        assert_eq!(first["limit"], 3);
+        assert_eq!(first["service"], serde_json::json!(["all"]));
+        assert!(first["end_time"].is_string() && first.get("search_after").is_none());
+        assert!(
+            reqs[1].0["search_after"].is_array(),
+            "the next page copies X-Search_after"
+        );
+    }
+    // New events: one more at the watermark's timestamp, and newer ones.
+    state.add([
+        ("e11".to_string(), t(4000, ""), "systems".to_string()),
+        ("e12".into(), t(5000, ".000000001"), "ldap".into()),
+        ("e13".into(), t(6000, ".5"), "mdm".into()),
+    ]);
+    wait_delivered(&out, 13).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_once(&out, 13);
+    let m = gw.metrics().await;
+    assert_eq!(
+        crate::gw::metric_value(
+            &m,
+            "sluice_poller_events_total{source=\"jc\",stage=\"spooled\"}"
+        ),
+        13.0,
+        "{m}"
+    );
+    assert!(
+        crate::gw::metric_value(
+            &m,
+            "sluice_poller_events_total{source=\"jc\",stage=\"duplicate\"}"
+        ) >= 1.0,
+        "the inclusive start re-reads the watermark's events and drops them"
+    );
+    let log = gw.stop();
+    assert!(
+        log.contains("poll cycle done") && log.contains("duplicates_filtered="),
+        "Devo-style cycle statistics:\n{log}"
+    );
+    assert!(!log.contains("jc-test-key"), "the key is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_429_500_malformed_then_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(stubs::JumpCloud {
+        api_key: "jc-test-key".into(),
+        ..Default::default()
+    });
+    state.add((1..=5).map(|i| (format!("f{i}"), ago(600 - i), "directory".to_string())));
+    state.faults.lock().unwrap().extend([
+        Fault::Status(429, Some("1".into()), vec![]),
+        Fault::Status(500, None, vec![]),
+        Fault::Malformed,
+    ]);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let started = std::time::Instant::now();
+    let gw = Gateway::start(dir.path(), &jc_config(&stub, &ago(3600), "", FAST_SINK));
+    let out = dir.path().join("out");
+    wait_delivered(&out, 5).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
+    assert_once(&out, 5);
+    let m = gw.metrics().await;
+    for (outcome, n) in [("429", 1.0), ("5xx", 1.0), ("invalid_json", 1.0)] {
+        assert_eq!(
+            crate::gw::metric_value(
+                &m,
+                &format!("sluice_poller_requests_total{{outcome=\"{outcome}\",source=\"jc\"}}")
+            ),
+            n,
+            "{outcome}\n{m}"
+        );
+    }
+    let log = gw.stop();
+    assert!(log.contains("retrying"), "{log}");
+
+    // A wrong key: the poller stops and says so; the gateway stays up.
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg = jc_config(&stub, &ago(3600), "", FAST_SINK).replace("jc-test-key", "wrong-key-123");
+    let gw = Gateway::start(dir2.path(), &cfg);
+    wait_for(
+        || gw.stderr().contains("poller stopped"),
+        "the poller to stop",
+    )
+    .await;
+    assert!(gw.stderr().contains("401 Unauthorized"), "{}", gw.stderr());
+    assert_eq!(gw.metric("sluice_poller_stopped{source=\"jc\"}").await, 1.0);
+    assert_eq!(gw.admin_get("/readyz").await.0, hyper::StatusCode::OK);
+    let log = gw.stop();
+    assert!(!log.contains("wrong-key-123"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_pages_compare_counts_as_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(stubs::JumpCloud {
+        api_key: "jc-test-key".into(),
+        ..Default::default()
+    });
+    // 1999 events at 1000 a page: "999" >= "1000" as strings would ask for
+    // a third page; as integers the second page (999 < 1000) is the last.
+    state.add((0..1999).map(|i| {
+        (
+            format!("p{i:05}"),
+            ago(3000 - i / 10),
+            "directory".to_string(),
+        )
+    }));
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let cfg = jc_config(&stub, &ago(7200), "limit = 1000", FAST_SINK)
+        .replace("interval_secs = 1", "interval_secs = 3600");
+    let gw = Gateway::start(dir.path(), &cfg);
+    let out = dir.path().join("out");
+    wait_delivered(&out, 1999).await;
+    assert_eq!(state.event_requests(), 2);
+    assert_once(&out, 1999);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_late_events_are_caught_by_the_source_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(stubs::JumpCloud {
+        api_key: "jc-test-key".into(),
+        ..Default::default()
+    });
+    state.add((1..=3).map(|i| (format!("l{i}"), ago(60 - i), "directory".to_string())));
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let cfg = jc_config(&stub, &ago(3600), "", FAST_SINK)
+        .replace("source_lag_secs = 0", "source_lag_secs = 3");
+    let gw = Gateway::start(dir.path(), &cfg);
+    let out = dir.path().join("out");
+    wait_delivered(&out, 3).await;
+    // JumpCloud indexes these late: they appear after a cycle has already
+    // run past their timestamps' second, and the earlier one after a newer
+    // event was visible. The lag keeps the window behind them.
+    let late = ago(1);
+    state.add([("newer".to_string(), ago(0), "directory".to_string())]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    state.add([("late".to_string(), late, "directory".to_string())]);
+    wait_delivered(&out, 5).await;
+    assert_once(&out, 5);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(stubs::JumpCloud {
+        api_key: "jc-test-key".into(),
+        ..Default::default()
+    });
+    // 14 events, 3 a page, several sharing timestamps across page edges.
+    state.add((0..14).map(|i| {
+        (
+            format!("k{i:02}"),
+            ago(900 - i / 2),
+            "directory".to_string(),
+        )
+    }));
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let out = dir.path().join("out");
+    for hang_at in [2, 4] {
+        let release = Arc::new(tokio::sync::Notify::new());
+        {
+            let mut faults = state.faults.lock().unwrap();
+            faults.clear();
+            faults.extend((1..hang_at).map(|_| Fault::None));
+            faults.push_back(Fault::Hang(release.clone()));
+        }
+        let before = state.event_requests();
+        // Objects would only rotate after an hour: everything committed is
+        // in the spool when sluice dies.
+        let gw = Gateway::start(
+            dir.path(),
+            &jc_config(&stub, &ago(3600), "limit = 3", SLOW_SINK),
+        );
+        wait_for(
+            || state.event_requests() >= before + hang_at,
+            "the hanging page request",
+        )
+        .await;
+        gw.kill9();
+        release.notify_waiters();
+    }
+    assert!(delivered(&out).is_empty());
+    let gw = Gateway::start(
+        dir.path(),
+        &jc_config(&stub, &ago(3600), "limit = 3", FAST_SINK),
+    );
+    wait_delivered(&out, 14).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_once(&out, 14);
+    gw.stop();
+}
+
+fn j1_entity(id: &str, class: &str, begin_on: i64, version: i64, deleted: bool) -> Value {
+    serde_json::json!({
+        "id": id,
+        "entity": {
+            "_id": id, "_key": format!("key-{id}"), "_type": format!("{}_type", class.to_lowercase()),
+            "_class": [class], "_accountId": "j1acct", "_version": version, "_deleted": deleted,
+            "_beginOn": begin_on, "_createdOn": begin_on - 1000, "displayName": format!("{class} {id}")
+        },
+        "properties": {"severity": "high", "open": !deleted, "tag.Production": true}
+    })
+}
+
+fn j1_config(stub: &stubs::Stub, extra: &str, sink: &str) -> String {
+    config(&format!(
+        r#"
+[sources.j1]
+type = "jupiterone"
+api_token = "j1-token"
+account_id = "j1acct"
+base_url = "{url}/"
+ca_file = "{ca}"
+start = "{start}"
+interval_secs = 1
+{extra}
+
+[pipelines.cdc]
+source = "j1"
+sink = "out"
+[[pipelines.cdc.transforms]]
+use = "j1-cdc"
+
+[sinks.out]
+type = "local"
+path = "out"
+key = "jupiterone/graph/cdc/accountId={{.properties._accountId}}/{{hive_date}}"
+name = "time=%H%M%S"
+{sink}
+"#,
+        url = stub.url(),
+        ca = stub.cert.display(),
+        start = ago(86_400)
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupiterone_cdc_to_j1ds_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let state = Arc::new(stubs::JupiterOne {
+        token: "j1-token".into(),
+        account: "j1acct".into(),
+        page_size: 3,
+        ..Default::default()
+    });
+    {
+        let mut e = state.entities.lock().unwrap();
+        // Not in time order, as JupiterOne returns them.
+        for (i, class) in [
+            "Finding",
+            "Vulnerability",
+            "Alert",
+            "Finding",
+            "Vulnerability",
+            "Alert",
+            "Finding",
+        ]
+        .iter()
+        .enumerate()
+        {
+            e.push(j1_entity(
+                &format!("j{i}"),
+                class,
+                now_ms - 60_000 + ((i as i64 * 7) % 5) * 1000,
+                1 + (i as i64 % 2),
+                i == 4,
+            ));
+        }
+        e.push(j1_entity("device-1", "Device", now_ms - 1000, 1, false));
+    }
+    let stub = stubs::jupiterone(dir.path(), state.clone()).await;
+    let gw = Gateway::start(
+        dir.path(),
+        &j1_config(&stub, "include_deleted = true", FAST_SINK),
+    );
+    let out = dir.path().join("out");
+    let lines = wait_delivered(&out, 7).await;
+    for (path, line) in &lines {
+        assert!(is_j1ds_key(path, "j1acct"), "J1DS layout: {path}");
+        let doc: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(doc["eventType"], "entity");
+        assert_eq!(doc["labels"][0], "Entity");
+    }
+    let ops: Vec<String> = lines
+        .iter()
+        .map(|(_, l)| {
+            serde_json::from_str::<Value>(l).unwrap()["operation"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        ops.contains(&"d".to_string())
+            && ops.contains(&"c".to_string())
+            && ops.contains(&"u".to_string()),
+        "{ops:?}"
+    );
+    {
+        let reqs = state.requests.lock().unwrap();
+        assert_eq!(reqs[0]["includeDeleted"], true);
+        assert_eq!(reqs[0]["flags"]["variableResultSize"], true);
+        assert!(
+            reqs[0]["query"].as_str().unwrap().contains("_beginOn >= "),
+            "{}",
+            reqs[0]
+        );
+        assert!(reqs[0]["cursor"].is_null() && reqs[1]["cursor"].is_string());
+    }
+    // An update: a new version with a newer _beginOn is spooled once.
+    state
+        .entities
+        .lock()
+        .unwrap()
+        .push(j1_entity("j0", "Finding", now_ms, 3, false));
+    wait_delivered(&out, 8).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(delivered(&out).len(), 8, "later cycles spool nothing again");
+    gw.stop();
+}
+
+/// `jupiterone/graph/cdc/accountId=<acct>/year=YYYY/month=MM/day=DD/time=HHMMSS[-n].jsonl`.
+fn is_j1ds_key(path: &str, account: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let seg: Vec<&str> = path.split('/').collect();
+    let Some(name) = seg
+        .get(7)
+        .and_then(|n| n.strip_prefix("time="))
+        .and_then(|n| n.strip_suffix(".jsonl"))
+    else {
+        return false;
+    };
+    let (time, dup) = name.split_once('-').unwrap_or((name, "0"));
+    seg.len() == 8
+        && seg[..4]
+            == [
+                "jupiterone",
+                "graph",
+                "cdc",
+                &format!("accountId={account}"),
+            ]
+        && seg[4].strip_prefix("year=").is_some_and(|y| digits(y, 4))
+        && seg[5].strip_prefix("month=").is_some_and(|m| digits(m, 2))
+        && seg[6].strip_prefix("day=").is_some_and(|d| digits(d, 2))
+        && digits(time, 6)
+        && dup.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupiterone_deferred_rate_limits_and_graphql_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let state = Arc::new(stubs::JupiterOne {
+        token: "j1-token".into(),
+        account: "j1acct".into(),
+        page_size: 2,
+        ..Default::default()
+    });
+    state
+        .entities
+        .lock()
+        .unwrap()
+        .extend((0..5).map(|i| j1_entity(&format!("d{i}"), "Alert", now_ms - 5000 + i, 2, false)));
+    state.faults.lock().unwrap().extend([
+        Fault::Status(429, None, vec![("ratelimit-reset".into(), "1".into())]),
+        Fault::GraphqlError("429 Too Many Requests".into()),
+    ]);
+    let stub = stubs::jupiterone(dir.path(), state.clone()).await;
+    let gw = Gateway::start(dir.path(), &j1_config(&stub, "deferred = true", FAST_SINK));
+    let out = dir.path().join("out");
+    wait_delivered(&out, 5).await;
+    assert_once(&out, 5);
+    assert!(
+        state
+            .deferred
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(polls, _)| *polls >= 2),
+        "each deferred result was polled until COMPLETED"
+    );
+    assert_eq!(
+        state.requests.lock().unwrap()[2]["deferredResponse"],
+        "FORCE"
+    );
+    // A query error is not retried forever: the poller stops and says why.
+    state.faults.lock().unwrap().push_back(Fault::GraphqlError(
+        "Error parsing J1QL: unexpected token".into(),
+    ));
+    wait_for(
+        || gw.stderr().contains("poller stopped"),
+        "the poller to stop",
+    )
+    .await;
+    assert!(
+        gw.stderr().contains("Error parsing J1QL"),
+        "{}",
+        gw.stderr()
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let state = Arc::new(stubs::JupiterOne {
+        token: "j1-token".into(),
+        account: "j1acct".into(),
+        page_size: 2,
+        ..Default::default()
+    });
+    state.entities.lock().unwrap().extend((0..9).map(|i| {
+        j1_entity(
+            &format!("m{i}"),
+            "Finding",
+            now_ms - 9000 + (i * 37 % 9) * 100,
+            2,
+            false,
+        )
+    }));
+    let release = Arc::new(tokio::sync::Notify::new());
+    state
+        .faults
+        .lock()
+        .unwrap()
+        .extend([Fault::None, Fault::None, Fault::Hang(release.clone())]);
+    let stub = stubs::jupiterone(dir.path(), state.clone()).await;
+    let gw = Gateway::start(dir.path(), &j1_config(&stub, "", SLOW_SINK));
+    wait_for(
+        || state.requests.lock().unwrap().len() >= 3,
+        "the third page request",
+    )
+    .await;
+    gw.kill9();
+    release.notify_waiters();
+    let gw = Gateway::start(dir.path(), &j1_config(&stub, "", FAST_SINK));
+    let out = dir.path().join("out");
+    wait_delivered(&out, 9).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_once(&out, 9);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_a_window_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(stubs::JumpCloud {
+        api_key: "jc-test-key".into(),
+        ..Default::default()
+    });
+    let base = chrono::Utc::now() - chrono::Duration::days(3);
+    let ts = |i: i64| {
+        (base + chrono::Duration::milliseconds(i * 10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    state.add((0..3000).map(|i| (format!("b{i:05}"), ts(i), "directory".to_string())));
+    // Outside the window: not fetched.
+    state.add([
+        ("before".to_string(), ts(-100), "directory".to_string()),
+        ("after".into(), ts(4000), "directory".into()),
+    ]);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        jc_config(&stub, &ago(60), "limit = 500", FAST_SINK),
+    )
+    .unwrap();
+    let mut cmd = crate::support::sluice();
+    cmd.args(["backfill", "--config"])
+        .arg(dir.path().join("sluice.toml"))
+        .args(["--source", "jc", "--since", &ts(0), "--until", &ts(3000)]);
+    let run = crate::support::run_with(cmd, "", Duration::from_secs(120));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("backfill jc: 3000 events spooled"),
+        "{}",
+        run.stdout
+    );
+    // Six full pages, then the empty seventh: a full page means "ask again".
+    assert!(
+        run.stderr.contains("backfill: 3000 events, 7 pages"),
+        "progress line: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("100%") && run.stderr.contains("ETA"),
+        "the total came from /events/count: {}",
+        run.stderr
+    );
+    assert_once(&dir.path().join("out"), 3000);
+    // The live cursor is untouched; the window has its own checkpoint.
+    let db = rusqlite::Connection::open(dir.path().join("state/spool.db")).unwrap();
+    let keys: Vec<String> = db
+        .prepare("SELECT source FROM checkpoints")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].starts_with("backfill:jc:"), "{keys:?}");
+}
