@@ -393,24 +393,43 @@ pub async fn run_all(
     received_at_ms: i64,
 ) -> Result<Vec<NewRow>, RunAllError> {
     let records = Arc::new(records);
+    // A large input (a poller's page) is split across the workers so it
+    // uses every core; a small one (a push request) runs as one call.
+    let parts = if records.len() >= PARALLEL_MIN {
+        workers.available_permits().max(1)
+    } else {
+        1
+    };
+    let chunk = records.len().div_ceil(parts).max(1);
     let mut rows = Vec::new();
     for pipeline in pipelines {
-        let permit = workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| RunAllError::Closed)?;
-        let (p, r) = (pipeline.clone(), records.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            p.process(&r, received_at_ms)
-        })
-        .await
-        .map_err(|e| RunAllError::Worker(e.to_string()))??;
-        rows.extend(out);
+        let mut calls = Vec::with_capacity(parts);
+        for start in (0..records.len()).step_by(chunk) {
+            let permit = workers
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| RunAllError::Closed)?;
+            let (p, r) = (pipeline.clone(), records.clone());
+            let end = (start + chunk).min(r.len());
+            calls.push(tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                p.process(&r[start..end], received_at_ms)
+            }));
+        }
+        // Joined in order, so rows keep the input's order.
+        for call in calls {
+            rows.extend(
+                call.await
+                    .map_err(|e| RunAllError::Worker(e.to_string()))??,
+            );
+        }
     }
     Ok(rows)
 }
+
+/// Inputs at least this long are split across workers.
+const PARALLEL_MIN: usize = 2048;
 
 fn policy_str(p: FailPolicy) -> &'static str {
     match p {

@@ -264,13 +264,18 @@ impl JumpCloud {
         let start = ns(q["start_time"].as_str().unwrap());
         let end = q["end_time"].as_str().map(ns);
         let all = self.events.lock().unwrap();
-        let matching = all.iter().filter(|e| {
-            e.ns >= start
-                && end.is_none_or(|end| e.ns < end)
-                && (services.iter().any(|s| s == "all") || services.contains(&e.service))
-        });
+        let wanted =
+            |e: &&JcEvent| services.iter().any(|s| s == "all") || services.contains(&e.service);
+        let in_window = |e: &&JcEvent| end.is_none_or(|end| e.ns < end);
+        // Events are sorted by (timestamp, id): binary search to the start.
+        let from = all.partition_point(|e| e.ns < start);
         if path.ends_with("/events/count") {
-            return reply(200, json!({"count": matching.count()}).to_string(), &[]);
+            let count = all[from..]
+                .iter()
+                .take_while(in_window)
+                .filter(wanted)
+                .count();
+            return reply(200, json!({"count": count}).to_string(), &[]);
         }
         // A nonsensical limit falls back to the default (1000); at most 10000.
         let limit = q["limit"]
@@ -283,12 +288,14 @@ impl JumpCloud {
             let (n, id) = a.get(1)?.as_str()?.split_once('/')?;
             Some((n.parse().ok()?, id.to_string()))
         });
-        let page: Vec<&JcEvent> = matching
-            .filter(|e| {
-                after
-                    .as_ref()
-                    .is_none_or(|(n, id)| (e.ns, &e.id) > (*n, id))
-            })
+        let from = match &after {
+            Some((n, id)) => from + all[from..].partition_point(|e| (e.ns, &e.id) <= (*n, id)),
+            None => from,
+        };
+        let page: Vec<&JcEvent> = all[from..]
+            .iter()
+            .take_while(in_window)
+            .filter(wanted)
             .take(limit)
             .collect();
         let token = match page.last() {
