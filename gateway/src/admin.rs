@@ -1,16 +1,40 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` (open), and the
+//! transforms API under `/v1/transforms` (bearer token):
+//!
+//! - `PUT /v1/transforms/{name}` — body: the component. Query: `config=K=V`
+//!   (repeatable; the test config), `sample=<JSON>` (repeatable; records
+//!   that must go through), `activate=true`. The component is checked
+//!   (a component, `sluice:transform@0.1.x`, nothing imported beyond what
+//!   the host provides, instantiates with the test config, processes the
+//!   samples) before it is stored as the next version.
+//! - `GET /v1/transforms`, `GET /v1/transforms/{name}/versions`.
+//! - `POST /v1/transforms/{name}/activate` — `{"version": N}` or
+//!   `{"sha256": "…"}`; rollback is activating an older version.
+//! - `DELETE /v1/transforms/{name}/versions/{N}` — an inactive version.
+//!
+//! Every refusal is a 4xx with `{"error", "kind"}` and changes nothing.
+//! Activations are serialised; each compiles the component once, checks
+//! that every following pipeline can instantiate it with its own config,
+//! and only then swaps them all (see `Pipeline::commit_swap`).
 
+use crate::config::SecretValue;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::sources::push::json;
 use crate::spool::Spool;
+use crate::store::{Store, StoreError, Which};
+use crate::wasm::{WasmError, WasmHost, Worker};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode, header};
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What the admin endpoints read.
+type Reply = Response<Full<Bytes>>;
+
+/// What the admin endpoints read and change.
 #[derive(Debug)]
 pub struct AdminState {
     /// Metrics to expose.
@@ -20,51 +44,370 @@ pub struct AdminState {
     /// True once every listener and sink has started; false again when
     /// shutdown begins.
     pub ready: AtomicBool,
+    /// The transforms API, when a token is configured.
+    pub transforms: Option<TransformsApi>,
+}
+
+/// Everything the transforms API needs.
+#[derive(Debug)]
+pub struct TransformsApi {
+    /// The bearer token.
+    pub token: SecretValue,
+    /// Where uploads go.
+    pub store: Arc<Store>,
+    /// The wasm host (to compile and check uploads).
+    pub host: WasmHost,
+    /// Every pipeline, to swap.
+    pub pipelines: Vec<Arc<Pipeline>>,
+    /// `name@sha256:…` references in the config (their versions stay).
+    pub pinned: Vec<String>,
+    /// Largest upload.
+    pub max_upload: usize,
+    /// Serialises activations.
+    pub swap_lock: tokio::sync::Mutex<()>,
 }
 
 /// Handles one admin request.
-pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/metrics" => {
-            let spool = state.spool.clone();
-            let metrics = state.metrics.clone();
-            // The oldest-record query touches SQLite: keep it off the reactor.
-            let body = tokio::task::spawn_blocking(move || {
-                let (records, bytes) = spool.depth();
-                metrics.spool_records.set(records as i64);
-                metrics.spool_bytes.set(bytes as i64);
-                let age = match spool.oldest_received_ms() {
-                    Ok(Some(ms)) => {
-                        (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0
-                    }
-                    _ => 0.0,
-                };
-                metrics.spool_oldest_age.set(age);
-                metrics.render()
-            })
-            .await
-            .unwrap_or_default();
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/metrics" => metrics(&state).await,
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/readyz" => {
             if state.ready.load(Ordering::Acquire) {
                 json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             } else {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({"status": "not ready"}),
-                )
+                json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not ready"}))
             }
         }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found"}),
-        ),
+        p if p == "/v1/transforms" || p.starts_with("/v1/transforms/") => match &state.transforms {
+            None => error(StatusCode::FORBIDDEN, "disabled", "the transforms API is off: set [admin] token"),
+            Some(api) => {
+                if !authorized(&api.token, req.headers()) {
+                    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"sluice-admin\""));
+                    return r;
+                }
+                transforms(&state.metrics, api, req).await
+            }
+        },
+        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found"})),
+    }
+}
+
+async fn metrics(state: &AdminState) -> Reply {
+    let spool = state.spool.clone();
+    let metrics = state.metrics.clone();
+    // The oldest-record query touches SQLite: keep it off the reactor.
+    let body = tokio::task::spawn_blocking(move || {
+        let (records, bytes) = spool.depth();
+        metrics.spool_records.set(records as i64);
+        metrics.spool_bytes.set(bytes as i64);
+        let age = match spool.oldest_received_ms() {
+            Ok(Some(ms)) => (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0,
+            _ => 0.0,
+        };
+        metrics.spool_oldest_age.set(age);
+        metrics.render()
+    })
+    .await
+    .unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+fn authorized(token: &SecretValue, headers: &header::HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| token.ct_eq(given.trim().as_bytes()))
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Reply {
+    json(status, &serde_json::json!({"error": message, "kind": kind}))
+}
+
+/// Transform names: what can be a config reference and a metric label.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.trim_start_matches("/v1/transforms").split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, []) => list(api),
+        (Method::GET, [name, "versions"]) => match api.store.get(name) {
+            Some(e) => json(StatusCode::OK, &entry_json(api, name, &e)),
+            None => error(StatusCode::NOT_FOUND, "not_found", &format!("no transform named {name:?}")),
+        },
+        (Method::PUT, [name]) => {
+            let name = (*name).to_string();
+            upload(metrics, api, &name, req).await
+        }
+        (Method::POST, [name, "activate"]) => {
+            let name = (*name).to_string();
+            let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the activation body is too large"),
+            };
+            let which = match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => match (v.get("version").and_then(Value::as_u64), v.get("sha256").and_then(Value::as_str)) {
+                    (Some(n), _) => Which::Version(u32::try_from(n).unwrap_or(u32::MAX)),
+                    (None, Some(s)) => Which::Sha256(s.to_ascii_lowercase()),
+                    _ => return error(StatusCode::BAD_REQUEST, "bad_request", "send {\"version\": N} or {\"sha256\": \"…\"}"),
+                },
+                Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("the body is not JSON: {e}")),
+            };
+            activate(metrics, api, &name, &which).await
+        }
+        (Method::DELETE, [name, "versions", version]) => {
+            let Ok(n) = version.parse::<u32>() else {
+                return error(StatusCode::BAD_REQUEST, "bad_request", "the version must be a number");
+            };
+            let entry = api.store.get(name);
+            let sha = entry.as_ref().and_then(|e| e.find(&Which::Version(n))).map(|v| v.sha256.clone());
+            if let Some(sha) = &sha
+                && api.pinned.iter().any(|p| p == &format!("{name}@sha256:{sha}"))
+            {
+                return error(StatusCode::CONFLICT, "in_use", "a pipeline of the config pins this version");
+            }
+            match api.store.remove(name, &Which::Version(n)) {
+                Ok(v) => json(StatusCode::OK, &serde_json::json!({"removed": v})),
+                Err(e) => store_error(&e),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such transforms endpoint"),
+    }
+}
+
+fn store_error(e: &StoreError) -> Reply {
+    match e {
+        StoreError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+        StoreError::InUse(m) => error(StatusCode::CONFLICT, "in_use", m),
+        StoreError::Io { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string()),
+    }
+}
+
+fn entry_json(api: &TransformsApi, name: &str, e: &crate::store::Entry) -> Value {
+    let pipelines: Vec<&str> = api.pipelines.iter().filter(|p| p.follows().iter().any(|f| f == name)).map(|p| &*p.name).collect();
+    serde_json::json!({
+        "name": name,
+        "active": e.active,
+        "active_sha256": e.active_version().map(|v| v.sha256.clone()),
+        "versions": e.versions,
+        "pipelines": pipelines,
+    })
+}
+
+fn list(api: &TransformsApi) -> Reply {
+    let all: Vec<Value> = api.store.list().iter().map(|(n, e)| entry_json(api, n, e)).collect();
+    json(StatusCode::OK, &Value::Array(all))
+}
+
+/// A refused upload: status, metric reason, message.
+fn refuse(metrics: &Metrics, name: &str, status: StatusCode, reason: &str, message: &str) -> Reply {
+    metrics.upload_rejected(name, reason, message);
+    error(status, reason, message)
+}
+
+async fn upload(metrics: &Metrics, api: &TransformsApi, name: &str, req: Request<Incoming>) -> Reply {
+    if !valid_name(name) {
+        return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_name", "names are 1-64 of A-Z a-z 0-9 . _ -");
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut config = Vec::new();
+    let mut samples = Vec::new();
+    let mut activate_after = false;
+    for (k, v) in form_pairs(&query) {
+        match k.as_str() {
+            "config" => match v.split_once('=') {
+                Some((ck, cv)) if !ck.is_empty() => config.push((ck.to_string(), cv.to_string())),
+                _ => return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_request", "config must be KEY=VALUE"),
+            },
+            "sample" => samples.push(v.into_bytes()),
+            "activate" => activate_after = v == "true" || v == "1",
+            other => return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_request", &format!("unknown parameter {other:?}")),
+        }
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || format!("the component exceeds the upload limit of {} bytes", api.max_upload);
+    if declared.is_some_and(|n| n > api.max_upload as u64) {
+        return refuse(metrics, name, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &too_large());
+    }
+    let bytes = match Limited::new(req.into_body(), api.max_upload).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return refuse(metrics, name, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &too_large());
+        }
+        Err(e) => return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_request", &format!("cannot read the body: {e}")),
+    };
+    let sha = crate::util::hex_sha256(&bytes);
+    let host = api.host.clone();
+    let owned_name = name.to_string();
+    let check_bytes = bytes.clone();
+    let checked = tokio::task::spawn_blocking(move || check(&host, &owned_name, &check_bytes, config, &samples)).await;
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err((reason, message))) => return refuse(metrics, name, StatusCode::UNPROCESSABLE_ENTITY, reason, &message),
+        Err(e) => return refuse(metrics, name, StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+    }
+    let version = match api.store.add(name, &bytes, &sha) {
+        Ok(v) => v,
+        Err(e) => return store_error(&e),
+    };
+    metrics.transform_uploaded(name, version.version, &sha);
+    if activate_after {
+        let r = activate(metrics, api, name, &Which::Version(version.version)).await;
+        if !r.status().is_success() {
+            return r;
+        }
+    }
+    let active = api.store.get(name).and_then(|e| e.active) == Some(version.version);
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({"name": name, "version": version.version, "sha256": sha, "size": version.size, "active": active}),
+    )
+}
+
+/// The upload checks, in order. `Err((reason, message))`.
+fn check(host: &WasmHost, name: &str, bytes: &[u8], config: Vec<(String, String)>, samples: &[Vec<u8>]) -> Result<(), (&'static str, String)> {
+    let component = host.load(name, bytes).map_err(|e| {
+        let reason = match &e {
+            WasmError::NotWasm { .. } => "not_a_component",
+            WasmError::CoreModule { .. } => "core_module",
+            WasmError::Imports { .. } => "imports",
+            WasmError::WrongWorld { .. } => "wrong_world",
+            _ => "invalid_component",
+        };
+        (reason, e.to_string())
+    })?;
+    let mut worker = Worker::new(component, config).map_err(|e| {
+        let reason = match &e {
+            WasmError::Config { .. } => "config_rejected",
+            WasmError::Trap { .. } => "trap_at_init",
+            _ => "instantiate_failed",
+        };
+        (reason, e.to_string())
+    })?;
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let inputs: Vec<_> = samples.iter().map(|s| crate::wasm::input_record(s.clone(), "upload-check", &now, None)).collect();
+    let results = worker.process(&inputs).map_err(|e| ("trap_on_sample", e.to_string()))?;
+    for (i, r) in results.iter().enumerate() {
+        if let Err(e) = r {
+            return Err(("sample_failed", format!("sample {} failed: {}: {}", i + 1, crate::wasm::error_kind_str(e.kind), e.message)));
+        }
+    }
+    Ok(())
+}
+
+async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Which) -> Reply {
+    let started = std::time::Instant::now();
+    let _serial = api.swap_lock.lock().await;
+    let Some(entry) = api.store.get(name) else {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("no transform named {name:?}"));
+    };
+    let Some(version) = entry.find(which).cloned() else {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("transform {name:?} has no version {which:?}"));
+    };
+    let bytes = match api.store.blob(&version.sha256) {
+        Ok(b) => b,
+        Err(e) => return store_error(&e),
+    };
+    // Compile once, and check every following pipeline can instantiate it
+    // with its own config, before anything changes.
+    let host = api.host.clone();
+    let pipelines = api.pipelines.clone();
+    let owned = name.to_string();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let component = host.load(&owned, &bytes).map_err(|e| e.to_string())?;
+        let mut prepared = Vec::new();
+        for p in &pipelines {
+            if let Some(swap) = p.prepare_swap(&owned, &component).map_err(|e| e.to_string())? {
+                prepared.push((p.clone(), swap));
+            }
+        }
+        Ok::<_, String>(prepared)
+    })
+    .await;
+    let prepared = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "activation_failed", &e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+    };
+    let previous = match api.store.activate(name, &Which::Version(version.version)) {
+        Ok((_, previous)) => previous,
+        Err(e) => return store_error(&e),
+    };
+    let swapped: Vec<String> = prepared.iter().map(|(p, _)| p.name.to_string()).collect();
+    for (p, swap) in prepared {
+        p.commit_swap(swap);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let previous_sha = previous.and_then(|v| entry.find(&Which::Version(v)).map(|x| (v, x.sha256.clone())));
+    metrics.transform_active(name, version.version, &version.sha256, previous_sha.as_ref().map(|(v, s)| (*v, s.as_str())));
+    metrics.transform_swapped(name, version.version, swapped.len(), seconds);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "name": name,
+            "version": version.version,
+            "sha256": version.sha256,
+            "previous": previous,
+            "pipelines": swapped,
+            "swap_ms": seconds * 1e3,
+        }),
+    )
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string.
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() + 1 && s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()).is_some() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'%'));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_decoding_and_names() {
+        let pairs = super::form_pairs("config=a%3Db&sample=%7B%22x%22%3A1%7D&activate=true&q=a+b");
+        assert_eq!(pairs[0], ("config".into(), "a=b".into()));
+        assert_eq!(pairs[1].1, "{\"x\":1}");
+        assert_eq!(pairs[3].1, "a b");
+        assert!(super::valid_name("ecs-jumpcloud.v2_x"));
+        assert!(!super::valid_name("a/b") && !super::valid_name("") && !super::valid_name("x@sha256:1"));
     }
 }

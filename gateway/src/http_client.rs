@@ -80,6 +80,7 @@ impl Response {
 pub struct HttpClient {
     tls: tokio_rustls::TlsConnector,
     timeout: Duration,
+    loopback_http: bool,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -127,7 +128,16 @@ impl HttpClient {
         Ok(Self {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             timeout,
+            loopback_http: false,
         })
+    }
+
+    /// Also allows `http://` to loopback addresses (the CLI talking to a
+    /// local admin listener). Never used for third-party APIs.
+    #[must_use]
+    pub fn allow_loopback_http(mut self) -> Self {
+        self.loopback_http = true;
+        self
     }
 
     /// Sends one request and reads the whole response.
@@ -176,18 +186,13 @@ impl HttpClient {
             .await
             .map_err(|e| net(format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(bare.to_string()).map_err(|e| net(e.to_string()))?;
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(|e| net(format!("TLS: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| net(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = if uri.scheme_str() == Some("http") {
+            handshake(tcp).await.map_err(net)?
+        } else {
+            let name = ServerName::try_from(bare.to_string()).map_err(|e| net(e.to_string()))?;
+            let tls = self.tls.connect(name, tcp).await.map_err(|e| net(format!("TLS: {e}")))?;
+            handshake(tls).await.map_err(net)?
+        };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = uri.authority().map_or(host, |a| a.as_str());
         let mut req = Request::builder()
@@ -216,6 +221,18 @@ impl HttpClient {
             body,
         })
     }
+}
+
+/// An HTTP/1.1 connection over `io`, driven on its own task.
+async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP

@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod sinks;
 pub mod sources;
 pub mod spool;
+pub mod store;
 pub mod tls;
 pub mod util;
 pub mod wasm;

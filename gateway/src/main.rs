@@ -6,6 +6,7 @@
 use clap::{Args, Parser, Subcommand};
 use sluice::commands::transform::{self, RunOptions};
 use sluice::encoding::Encoding;
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,63 @@ enum TransformCommand {
     List,
     /// Run newline-delimited records through a transform.
     Run(RunArgs),
+    /// Upload a component to a running gateway as the next version of NAME.
+    Push {
+        /// The transform name.
+        name: String,
+        /// The .wasm component.
+        file: PathBuf,
+        /// Test config the component must accept, repeatable.
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// A JSON lines file of sample records the component must process.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        /// Make the new version active right away (hot swap).
+        #[arg(long)]
+        activate: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List NAME's versions on a running gateway.
+    Versions {
+        /// The transform name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Activate a version (a number, or sha256:HEX) of NAME: hot swap, or rollback.
+    Activate {
+        /// The transform name.
+        name: String,
+        /// The version number, or sha256:HEX.
+        version: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AdminArgs {
+    /// The gateway's admin listener.
+    #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9464")]
+    admin_url: String,
+    /// The admin API's bearer token.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Extra CA (PEM) for an https admin listener.
+    #[arg(long)]
+    admin_ca: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn target(&self) -> sluice::commands::admin_client::AdminTarget {
+        sluice::commands::admin_client::AdminTarget {
+            url: self.admin_url.clone(),
+            token: self.token.clone(),
+            ca_file: self.admin_ca.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +188,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Transform(TransformCommand::Run(args)) => run_transform(args),
+        Command::Transform(TransformCommand::Push { name, file, config, samples, activate, admin }) => {
+            let samples = match samples.map(std::fs::read_to_string).transpose() {
+                Ok(s) => s.unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect::<Vec<_>>(),
+                Err(e) => return fail(&anyhow::Error::from(e).context("cannot read --samples")),
+            };
+            admin_call(async move { admin.target().push(&name, &file, &config, &samples, activate).await })
+        }
+        Command::Transform(TransformCommand::Versions { name, admin }) => admin_call(async move { admin.target().versions(&name).await }),
+        Command::Transform(TransformCommand::Activate { name, version, admin }) => {
+            admin_call(async move { admin.target().activate(&name, &version).await })
+        }
         Command::Run { config } => run_gateway(&config),
         Command::Backfill {
             config,
@@ -144,6 +213,23 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.into()),
         },
+    }
+}
+
+/// Runs one admin API call and prints its JSON answer.
+fn admin_call(
+    call: impl Future<Output = Result<serde_json::Value, sluice::commands::admin_client::AdminError>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(call) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.into()),
     }
 }
 

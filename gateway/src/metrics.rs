@@ -36,6 +36,10 @@ pub struct Metrics {
     poller_requests: IntCounterVec,
     poller_events: IntCounterVec,
     poller_stopped: prometheus::IntGaugeVec,
+    transform_info: prometheus::IntGaugeVec,
+    transform_swaps: IntCounterVec,
+    transform_swap_seconds: HistogramVec,
+    uploads_rejected: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -234,6 +238,24 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            transform_info: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new("sluice_transform_active_info", "The active version of each uploaded transform (value 1)."),
+                    &["transform", "version", "sha256"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            transform_swaps: counter(&r, "sluice_transform_swaps_total", "Activations that swapped a transform in running pipelines.", &["transform"]),
+            transform_swap_seconds: histogram(
+                &r,
+                "sluice_transform_swap_duration_seconds",
+                "Time from an activation request to the new version being current (compile, validate, swap).",
+                &["transform"],
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
+            uploads_rejected: counter(&r, "sluice_transform_uploads_rejected_total", "Component uploads refused, by reason.", &["reason"]),
             registry: r,
         }
     }
@@ -370,6 +392,34 @@ impl Metrics {
             error,
             "record cannot be encoded; written to dead_letter"
         );
+    }
+}
+
+impl Metrics {
+    /// A version became active (at start-up, or by activation).
+    pub fn transform_active(&self, transform: &str, version: u32, sha256: &str, previous: Option<(u32, &str)>) {
+        if let Some((v, sha)) = previous {
+            let _ = self.transform_info.remove_label_values(&[transform, &v.to_string(), sha]);
+        }
+        self.transform_info.with_label_values(&[transform, &version.to_string(), sha256]).set(1);
+    }
+
+    /// An activation swapped running pipelines.
+    pub fn transform_swapped(&self, transform: &str, version: u32, pipelines: usize, seconds: f64) {
+        self.transform_swaps.with_label_values(&[transform]).inc();
+        self.transform_swap_seconds.with_label_values(&[transform]).observe(seconds);
+        tracing::info!(transform, version, pipelines, swap_ms = format!("{:.1}", seconds * 1e3), "transform activated");
+    }
+
+    /// A component was uploaded and stored.
+    pub fn transform_uploaded(&self, transform: &str, version: u32, sha256: &str) {
+        tracing::info!(transform, version, sha256, "transform uploaded");
+    }
+
+    /// An upload was refused; `reason` is a fixed label value.
+    pub fn upload_rejected(&self, transform: &str, reason: &str, detail: &str) {
+        self.uploads_rejected.with_label_values(&[reason]).inc();
+        tracing::warn!(transform, reason, detail, "transform upload refused");
     }
 }
 

@@ -67,12 +67,29 @@ pub enum PipelineError {
 }
 
 /// One transform of a pipeline.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Step {
     label: String,
     component: TransformComponent,
     config: Vec<(String, String)>,
     policy: FailPolicy,
+    /// The uploaded transform this step follows (it changes on activation),
+    /// or `None` for a fixed one (built-in, file or pinned).
+    follows: Option<String>,
+}
+
+/// The steps in use, and which generation they are. A worker set belongs
+/// to one generation; a set of an older one is dropped instead of reused.
+#[derive(Debug)]
+struct Steps {
+    generation: u64,
+    steps: Vec<Step>,
+}
+
+/// A swap that passed validation and can be committed.
+#[derive(Debug)]
+pub struct PreparedSwap {
+    steps: Vec<Step>,
 }
 
 /// A record in flight between steps.
@@ -94,8 +111,12 @@ pub struct Pipeline {
     sink: Arc<str>,
     dead_letter_sink: Arc<str>,
     batch_size: usize,
-    steps: Vec<Step>,
-    idle: Mutex<Vec<Vec<Worker>>>,
+    /// Swapped whole on activation. Concurrency: a call takes the `Arc`
+    /// once and runs every batch of its input on that generation, so
+    /// batches in flight finish on the old instances while new calls use
+    /// the new ones; no record is run twice or skipped.
+    steps: std::sync::RwLock<Arc<Steps>>,
+    idle: Mutex<Vec<(u64, Vec<Worker>)>>,
     metrics: Metrics,
 }
 
@@ -123,25 +144,16 @@ impl Pipeline {
         config: &Config,
         host: &WasmHost,
         metrics: Metrics,
+        store: Option<&crate::store::Store>,
     ) -> Result<Self, PipelineError> {
         let mut steps = Vec::new();
         for t in &cfg.transforms {
-            let looks_like_path = t.uses.contains('/') || t.uses.ends_with(".wasm");
-            let reference = if looks_like_path {
-                config
-                    .path(std::path::Path::new(&t.uses))
-                    .display()
-                    .to_string()
-            } else {
-                t.uses.clone()
+            let load_err = |source| PipelineError::Load {
+                pipeline: name.into(),
+                transform: t.uses.clone(),
+                source: Box::new(source),
             };
-            let component = crate::builtins::resolve(host, &reference).map_err(|source| {
-                PipelineError::Load {
-                    pipeline: name.into(),
-                    transform: t.uses.clone(),
-                    source: Box::new(source),
-                }
-            })?;
+            let (component, follows) = resolve(&t.uses, config, host, store).map_err(load_err)?;
             if let Some(pin) = &t.sha256
                 && !pin.eq_ignore_ascii_case(component.sha256())
             {
@@ -175,10 +187,11 @@ impl Pipeline {
                 config.push((k.clone(), value));
             }
             steps.push(Step {
-                label: t.uses.clone(),
+                label: follows.clone().unwrap_or_else(|| t.uses.clone()),
                 component,
                 config,
                 policy: t.on_error,
+                follows: follows.filter(|_| t.sha256.is_none()),
             });
         }
         let pipeline = Self {
@@ -188,13 +201,63 @@ impl Pipeline {
             sink: cfg.sink.as_str().into(),
             dead_letter_sink: cfg.dead_letter_sink.as_deref().unwrap_or(&cfg.sink).into(),
             batch_size: cfg.batch_size,
-            steps,
+            steps: std::sync::RwLock::new(Arc::new(Steps { generation: 0, steps })),
             idle: Mutex::new(Vec::new()),
             metrics,
         };
-        let set = pipeline.new_worker_set()?;
-        pipeline.checkin(set);
+        let current = pipeline.current();
+        let set = pipeline.new_worker_set(&current.steps)?;
+        pipeline.checkin(current.generation, set);
         Ok(pipeline)
+    }
+
+    fn current(&self) -> Arc<Steps> {
+        self.steps.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The uploaded transforms this pipeline follows.
+    pub fn follows(&self) -> Vec<String> {
+        self.current().steps.iter().filter_map(|s| s.follows.clone()).collect()
+    }
+
+    /// Checks that `component` can replace every step following
+    /// `transform` (each instantiates with its step's config). `None` when
+    /// no step follows it.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::Instantiate`]: the swap must not happen.
+    pub fn prepare_swap(&self, transform: &str, component: &TransformComponent) -> Result<Option<PreparedSwap>, PipelineError> {
+        let current = self.current();
+        if !current.steps.iter().any(|s| s.follows.as_deref() == Some(transform)) {
+            return Ok(None);
+        }
+        let mut steps = current.steps.clone();
+        for step in steps.iter_mut().filter(|s| s.follows.as_deref() == Some(transform)) {
+            step.component = component.clone();
+            Worker::new(component.clone(), step.config.clone()).map_err(|source| PipelineError::Instantiate {
+                pipeline: self.name.to_string(),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(Some(PreparedSwap { steps }))
+    }
+
+    /// Makes a prepared swap current: calls that start from now on use it.
+    pub fn commit_swap(&self, prepared: PreparedSwap) {
+        let mut guard = self.steps.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = guard.generation + 1;
+        *guard = Arc::new(Steps {
+            generation,
+            steps: prepared.steps,
+        });
+        drop(guard);
+        // Idle sets of the old generation are dropped now rather than at
+        // their next checkout, so their instance slots free up.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(g, _)| *g == generation);
     }
 
     /// How many component instances one concurrent call needs.
@@ -202,8 +265,8 @@ impl Pipeline {
         cfg.transforms.len()
     }
 
-    fn new_worker_set(&self) -> Result<Vec<Worker>, PipelineError> {
-        self.steps
+    fn new_worker_set(&self, steps: &[Step]) -> Result<Vec<Worker>, PipelineError> {
+        steps
             .iter()
             .map(|s| Worker::new(s.component.clone(), s.config.clone()))
             .collect::<Result<_, _>>()
@@ -213,23 +276,30 @@ impl Pipeline {
             })
     }
 
-    fn checkout(&self) -> Result<Vec<Worker>, PipelineError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+    /// A worker set for the current generation, and that generation.
+    fn checkout(&self) -> Result<(Arc<Steps>, Vec<Worker>), PipelineError> {
+        let current = self.current();
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            idle.retain(|(g, _)| *g == current.generation);
+            idle.pop()
+        };
         match idle {
-            Some(set) => Ok(set),
-            None => self.new_worker_set(),
+            Some((_, set)) => Ok((current, set)),
+            None => {
+                let set = self.new_worker_set(&current.steps)?;
+                Ok((current, set))
+            }
         }
     }
 
-    fn checkin(&self, set: Vec<Worker>) {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(set);
+    fn checkin(&self, generation: u64, set: Vec<Worker>) {
+        if generation == self.current().generation {
+            self.idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((generation, set));
+        }
     }
 
     /// Runs records through the transforms. Blocking (it runs WebAssembly):
@@ -249,7 +319,7 @@ impl Pipeline {
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut rows = Vec::with_capacity(records.len());
-        let mut workers = self.checkout()?;
+        let (current, mut workers) = self.checkout()?;
         let mut dead = 0;
         for (chunk_no, chunk) in records.chunks(self.batch_size).enumerate() {
             let base = chunk_no * self.batch_size;
@@ -263,7 +333,7 @@ impl Pipeline {
                     metadata: Vec::new(),
                 })
                 .collect();
-            for (step, worker) in self.steps.iter().zip(workers.iter_mut()) {
+            for (step, worker) in current.steps.iter().zip(workers.iter_mut()) {
                 let started = Instant::now();
                 let mut counts = BatchCounts {
                     input: items.len(),
@@ -321,7 +391,7 @@ impl Pipeline {
                 data: item.data,
             }));
         }
-        self.checkin(workers);
+        self.checkin(current.generation, workers);
         if dead > 0 {
             self.metrics.dead_lettered(&self.name, dead);
         }
@@ -363,6 +433,55 @@ impl Pipeline {
             data: serde_json::Value::Object(doc).to_string().into_bytes(),
         }
     }
+}
+
+/// Resolves a transform reference: `name@sha256:<hex>` (a stored version
+/// or a built-in with that digest, fixed), a name (its active uploaded
+/// version, else the built-in; followed across activations), or a file
+/// (fixed). Returns the component and the name it follows, if any.
+fn resolve(
+    uses: &str,
+    config: &Config,
+    host: &WasmHost,
+    store: Option<&crate::store::Store>,
+) -> Result<(TransformComponent, Option<String>), crate::builtins::ResolveError> {
+    use crate::builtins::ResolveError;
+    if let Some((name, sha)) = uses.split_once("@sha256:") {
+        if let Some(store) = store
+            && store.get(name).and_then(|e| e.find(&crate::store::Which::Sha256(sha.into())).cloned()).is_some()
+        {
+            let bytes = store.blob(sha).map_err(|e| ResolveError::Unknown {
+                name: uses.into(),
+                known: e.to_string(),
+            })?;
+            return Ok((host.load(name, &bytes)?, None));
+        }
+        let component = crate::builtins::resolve(host, name)?;
+        if !component.sha256().eq_ignore_ascii_case(sha) {
+            return Err(ResolveError::Unknown {
+                name: uses.into(),
+                known: format!("no stored version of {name:?} has that sha256, and the built-in has {}", component.sha256()),
+            });
+        }
+        return Ok((component, None));
+    }
+    if let Some(store) = store
+        && let Some(active) = store.get(uses).and_then(|e| e.active_version().cloned())
+    {
+        let bytes = store.blob(&active.sha256).map_err(|e| ResolveError::Unknown {
+            name: uses.into(),
+            known: e.to_string(),
+        })?;
+        return Ok((host.load(uses, &bytes)?, Some(uses.to_string())));
+    }
+    let looks_like_path = uses.contains('/') || uses.ends_with(".wasm");
+    if looks_like_path {
+        let path = config.path(std::path::Path::new(uses)).display().to_string();
+        return Ok((crate::builtins::resolve(host, &path)?, None));
+    }
+    // A built-in name is followed too: uploading and activating a version
+    // under that name replaces the built-in in running pipelines.
+    Ok((crate::builtins::resolve(host, uses)?, Some(uses.to_string())))
 }
 
 /// Why [`run_all`] produced nothing.

@@ -24,8 +24,15 @@ pub fn check(path: &Path) -> Result<String, super::run::RunError> {
         cache_dir: HostConfig::default_cache_dir(),
     })?;
     let metrics = Metrics::new();
+    // Uploaded transforms are looked up where `sluice run` keeps them,
+    // without creating anything when the state folder does not exist yet.
+    let store = if config.state_dir().join("transforms").is_dir() {
+        Some(crate::store::Store::open(&config.state_dir()).map_err(|e| super::run::RunError::Store(e.to_string()))?)
+    } else {
+        None
+    };
     for (name, p) in &config.pipelines {
-        Pipeline::build(name, p, &config, &host, metrics.clone())?;
+        Pipeline::build(name, p, &config, &host, metrics.clone(), store.as_ref())?;
     }
     Ok(format!(
         "{} listeners, {} sources, {} pipelines, {} sinks",

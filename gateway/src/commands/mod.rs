@@ -1,6 +1,7 @@
 //! Command implementations behind the `sluice` CLI. Each returns a typed
 //! error; `main` maps errors to exit statuses.
 
+pub mod admin_client;
 pub mod backfill;
 pub mod check;
 pub mod run;

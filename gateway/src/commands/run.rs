@@ -8,7 +8,7 @@
 //! sinks finish their open objects, then the spool closes. Whatever is not
 //! delivered stays in the spool for the next start.
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, TransformsApi};
 use crate::config::{Config, ConfigError, Secrets, SinkConfig, SourceConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -65,6 +65,9 @@ pub enum RunError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The transform store could not be opened.
+    #[error("{0}")]
+    Store(String),
     /// A poller could not be set up.
     #[error("source `{source_name}`: {message}")]
     Poller {
@@ -92,6 +95,8 @@ pub(crate) struct Core {
     pub(crate) spool: Arc<Spool>,
     pub(crate) pipelines: HashMap<String, Vec<Arc<Pipeline>>>,
     pub(crate) workers: Arc<Semaphore>,
+    pub(crate) host: WasmHost,
+    pub(crate) store: Arc<crate::store::Store>,
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown: watch::Receiver<bool>,
     sink_threads: Vec<std::thread::JoinHandle<()>>,
@@ -133,9 +138,15 @@ impl Core {
                     .map_or_else(|| state_dir.join("cache"), Into::into),
             ),
         })?;
+        let store = Arc::new(crate::store::Store::open(&state_dir).map_err(|e| RunError::Store(e.to_string()))?);
+        for (name, entry) in store.list() {
+            if let Some(v) = entry.active_version() {
+                metrics.transform_active(&name, v.version, &v.sha256, None);
+            }
+        }
         let mut pipelines: HashMap<String, Vec<Arc<Pipeline>>> = HashMap::new();
         for (name, p) in &config.pipelines {
-            let built = Pipeline::build(name, p, config, &host, metrics.clone())?;
+            let built = Pipeline::build(name, p, config, &host, metrics.clone(), Some(&store))?;
             pipelines
                 .entry(p.source.clone())
                 .or_default()
@@ -194,6 +205,8 @@ impl Core {
             spool,
             pipelines,
             workers: Arc::new(Semaphore::new(workers)),
+            host,
+            store,
             shutdown_tx,
             shutdown,
             sink_threads,
@@ -353,18 +366,44 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         }
     }
 
+    let transforms = core.secrets.admin_token.clone().map(|token| TransformsApi {
+        token,
+        store: core.store.clone(),
+        host: core.host.clone(),
+        pipelines: core.pipelines.values().flatten().cloned().collect(),
+        pinned: config
+            .pipelines
+            .values()
+            .flat_map(|p| &p.transforms)
+            .filter(|t| t.uses.contains("@sha256:"))
+            .map(|t| t.uses.to_ascii_lowercase())
+            .collect(),
+        max_upload: config.admin.max_upload_bytes,
+        swap_lock: tokio::sync::Mutex::new(()),
+    });
     let admin_state = Arc::new(AdminState {
         metrics: core.metrics.clone(),
         spool: core.spool.clone(),
         ready: false.into(),
+        transforms,
     });
+    let admin_tls = match &config.admin.tls {
+        Some(t) => Some(server_tls(t, |p| config.path(p), &state_dir).map_err(|source| RunError::Tls {
+            listener: "admin".into(),
+            source,
+        })?),
+        None => None,
+    };
     let admin_listener = bind(config.admin.address, "admin").await?;
     let admin_address = admin_listener.local_addr().unwrap_or(config.admin.address);
-    lines.push(format!("admin http://{admin_address}"));
+    lines.push(match &admin_tls {
+        Some(t) => format!("admin https://{admin_address} sha256={} cert={}", t.fingerprint, t.cert_path.display()),
+        None => format!("admin http://{admin_address}"),
+    });
     let st = admin_state.clone();
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
-        None,
+        admin_tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config)),
         ConnLimits {
             max_connections: 64,
             header_timeout: Duration::from_secs(10),

@@ -86,22 +86,37 @@ pub struct Config {
     pub file: PathBuf,
 }
 
-/// The admin listener. Plain HTTP: it binds to loopback by default and
-/// serves no data.
+/// The admin listener: metrics, health, and the transforms API. Plain
+/// HTTP on loopback by default; TLS when `tls` is set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address to bind (default `127.0.0.1:9464`). Port 0 picks a free port.
     #[serde(default = "default_admin_address")]
     pub address: SocketAddr,
+    /// Bearer token for `/v1/transforms` (`${env:…}` or `${file:…}`).
+    /// Without it the transforms API answers 403.
+    pub token: Option<Secret>,
+    /// Serve the admin listener over TLS.
+    pub tls: Option<TlsConfig>,
+    /// Largest component upload, in bytes (413 above it).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             address: default_admin_address(),
+            token: None,
+            tls: None,
+            max_upload_bytes: default_max_upload(),
         }
     }
+}
+
+fn default_max_upload() -> usize {
+    64 << 20
 }
 
 fn default_admin_address() -> SocketAddr {
@@ -541,6 +556,14 @@ impl Config {
                 SinkConfig::Local(l) => l.validate(name, &mut out),
             }
         }
+        if let Some(tls) = &self.admin.tls
+            && !matches!((&tls.cert, &tls.key, tls.self_signed), (Some(_), Some(_), false) | (None, None, true))
+        {
+            out.push(invalid(&["admin", "tls"], "needs both `cert` and `key`, or `self_signed = true`"));
+        }
+        if self.admin.max_upload_bytes == 0 {
+            out.push(invalid(&["admin", "max_upload_bytes"], "must be positive"));
+        }
         let s = &self.spool;
         if !(s.high_water > 0.0 && s.high_water <= 1.0) {
             out.push(invalid(&["spool", "high_water"], "must be in (0, 1]"));
@@ -596,6 +619,12 @@ impl Config {
                 Err(e) => issues.push(invalid(&["sources", name, path], e)),
             }
         }
+        if let Some(token) = &self.admin.token {
+            match token.resolve() {
+                Ok(v) => resolved.admin_token = Some(v),
+                Err(e) => issues.push(invalid(&["admin", "token"], e)),
+            }
+        }
         if issues.is_empty() {
             Ok(resolved)
         } else {
@@ -626,6 +655,8 @@ pub struct Secrets {
     pub push: BTreeMap<String, ResolvedAuth>,
     /// Pollers' API keys and tokens, by source.
     pub api: BTreeMap<String, SecretValue>,
+    /// The admin API's bearer token.
+    pub admin_token: Option<SecretValue>,
 }
 
 fn resolve_auth(name: &str, auth: &AuthConfig) -> Result<ResolvedAuth, Invalid> {

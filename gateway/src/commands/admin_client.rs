@@ -1,0 +1,146 @@
+//! `sluice transform push|versions|activate`: the admin API from the CLI.
+
+use crate::http_client::{HttpClient, HttpError};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::Method;
+use std::path::Path;
+use std::time::Duration;
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Could not reach the admin listener.
+    #[error("cannot reach the admin API at {url}: {source}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: HttpError,
+    },
+    /// The API refused the call.
+    #[error("{status}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The API's error text.
+        message: String,
+    },
+    /// A local file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct AdminTarget {
+    /// `http://127.0.0.1:9464` (loopback) or an `https://` URL.
+    pub url: String,
+    /// The bearer token.
+    pub token: String,
+    /// Extra CA for an https admin listener (e.g. its self-signed cert).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl AdminTarget {
+    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>, content_type: &'static str) -> Result<serde_json::Value, AdminError> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let http = |source| AdminError::Http { url: url.clone(), source };
+        let client = HttpClient::new(self.ca_file.as_deref(), Duration::from_secs(300)).map_err(http)?.allow_loopback_http();
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| AdminError::Refused {
+            status: 0,
+            message: "the token is not a valid header value".into(),
+        })?;
+        auth.set_sensitive(true);
+        let headers: Vec<(HeaderName, HeaderValue)> = vec![
+            (header::AUTHORIZATION, auth),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        ];
+        let resp = client.send(method, &url, &headers, body).await.map_err(http)?;
+        let value: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_else(|_| {
+            serde_json::json!({"error": String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()})
+        });
+        if resp.status.is_success() {
+            Ok(value)
+        } else {
+            Err(AdminError::Refused {
+                status: resp.status.as_u16(),
+                message: value["error"].as_str().unwrap_or("refused").to_string(),
+            })
+        }
+    }
+
+    /// Uploads a component as the next version of `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`].
+    pub async fn push(
+        &self,
+        name: &str,
+        file: &Path,
+        config: &[(String, String)],
+        samples: &[String],
+        activate: bool,
+    ) -> Result<serde_json::Value, AdminError> {
+        let bytes = std::fs::read(file).map_err(|source| AdminError::Read {
+            path: file.display().to_string(),
+            source,
+        })?;
+        let mut query: Vec<String> = config.iter().map(|(k, v)| format!("config={}", encode(&format!("{k}={v}")))).collect();
+        query.extend(samples.iter().map(|s| format!("sample={}", encode(s))));
+        if activate {
+            query.push("activate=true".into());
+        }
+        let path = format!("/v1/transforms/{name}?{}", query.join("&"));
+        self.call(Method::PUT, &path, Some(bytes), "application/wasm").await
+    }
+
+    /// Lists a name's versions.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`].
+    pub async fn versions(&self, name: &str) -> Result<serde_json::Value, AdminError> {
+        self.call(Method::GET, &format!("/v1/transforms/{name}/versions"), None, "application/json").await
+    }
+
+    /// Activates a version (`3`) or a sha256 (`sha256:…`).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`].
+    pub async fn activate(&self, name: &str, which: &str) -> Result<serde_json::Value, AdminError> {
+        let body = match which.strip_prefix("sha256:") {
+            Some(sha) => serde_json::json!({"sha256": sha}),
+            None => match which.parse::<u64>() {
+                Ok(n) => serde_json::json!({"version": n}),
+                Err(_) => {
+                    return Err(AdminError::Refused {
+                        status: 0,
+                        message: format!("{which:?}: give a version number or sha256:<hex>"),
+                    });
+                }
+            },
+        };
+        self.call(Method::POST, &format!("/v1/transforms/{name}/activate"), Some(body.to_string().into_bytes()), "application/json")
+            .await
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

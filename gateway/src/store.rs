@@ -1,0 +1,282 @@
+//! The transform store: customer components uploaded through the admin
+//! API, kept content-addressed under `state_dir/transforms/`.
+//!
+//! Layout: `blobs/<sha256>.wasm` (each distinct component once) and
+//! `index.json` (per name: numbered versions and the active one). Every
+//! write goes to a temp file that is fsynced and renamed, so a crash
+//! leaves the old index or the new one, never half of one. Blobs are
+//! written before the index names them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One stored version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// 1, 2, 3… per name.
+    pub version: u32,
+    /// The component's sha256 (hex).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was uploaded (RFC 3339).
+    pub uploaded_at: String,
+}
+
+/// A name's versions and which one is active.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The active version, if any.
+    pub active: Option<u32>,
+    /// Every stored version, oldest first.
+    pub versions: Vec<Version>,
+}
+
+impl Entry {
+    /// The active version's record.
+    pub fn active_version(&self) -> Option<&Version> {
+        self.active.and_then(|a| self.versions.iter().find(|v| v.version == a))
+    }
+
+    /// A version by number or by sha256.
+    pub fn find(&self, which: &Which) -> Option<&Version> {
+        self.versions.iter().find(|v| match which {
+            Which::Version(n) => v.version == *n,
+            Which::Sha256(s) => v.sha256.eq_ignore_ascii_case(s),
+        })
+    }
+}
+
+/// A version, named by number or by content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Which {
+    /// Version number.
+    Version(u32),
+    /// sha256 (hex).
+    Sha256(String),
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("transform store {}: {message}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+    },
+    /// No such name or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The version is active (or otherwise in use) and cannot be removed.
+    #[error("{0}")]
+    InUse(String),
+}
+
+fn io(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The store. One per gateway; every change holds its lock.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    index: Mutex<BTreeMap<String, Entry>>,
+}
+
+impl Store {
+    /// Opens (or creates) `state_dir/transforms`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] when the folder or index cannot be read.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let dir = state_dir.join("transforms");
+        std::fs::create_dir_all(dir.join("blobs")).map_err(|e| io(&dir, &e))?;
+        let path = dir.join("index.json");
+        let index = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
+                path: path.clone(),
+                message: format!("not a valid index: {e}"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io(&path, &e)),
+        };
+        Ok(Self {
+            dir,
+            index: Mutex::new(index),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every name with its versions.
+    pub fn list(&self) -> BTreeMap<String, Entry> {
+        self.lock().clone()
+    }
+
+    /// One name's entry.
+    pub fn get(&self, name: &str) -> Option<Entry> {
+        self.lock().get(name).cloned()
+    }
+
+    /// The bytes of a stored blob.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`].
+    pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.dir.join("blobs").join(format!("{}.wasm", sha256.to_ascii_lowercase()));
+        std::fs::read(&path).map_err(|e| io(&path, &e))
+    }
+
+    /// Stores `bytes` (already validated) as the next version of `name`.
+    /// Uploading bytes identical to an existing version returns that version.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`].
+    pub fn add(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Version, StoreError> {
+        let mut index = self.lock();
+        if let Some(v) = index.get(name).and_then(|e| e.find(&Which::Sha256(sha256.into()))) {
+            return Ok(v.clone());
+        }
+        let blob = self.dir.join("blobs").join(format!("{sha256}.wasm"));
+        if !blob.exists() {
+            write_atomic(&blob, bytes)?;
+        }
+        let mut next = index.clone();
+        let entry = next.entry(name.to_string()).or_default();
+        let version = Version {
+            version: entry.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
+            sha256: sha256.to_string(),
+            size: bytes.len() as u64,
+            uploaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        entry.versions.push(version.clone());
+        self.save(&next)?;
+        *index = next;
+        Ok(version)
+    }
+
+    /// Marks a version active; returns it and the one it replaces.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] or [`StoreError::Io`].
+    pub fn activate(&self, name: &str, which: &Which) -> Result<(Version, Option<u32>), StoreError> {
+        let mut index = self.lock();
+        let entry = index.get(name).ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
+        let v = entry
+            .find(which)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("transform {name:?} has no version {which:?}")))?;
+        let previous = entry.active;
+        let mut next = index.clone();
+        if let Some(e) = next.get_mut(name) {
+            e.active = Some(v.version);
+        }
+        self.save(&next)?;
+        *index = next;
+        Ok((v, previous))
+    }
+
+    /// Removes an inactive version (and its blob, if no other version uses it).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::InUse`] or [`StoreError::Io`].
+    pub fn remove(&self, name: &str, which: &Which) -> Result<Version, StoreError> {
+        let mut index = self.lock();
+        let entry = index.get(name).ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
+        let v = entry
+            .find(which)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("transform {name:?} has no version {which:?}")))?;
+        if entry.active == Some(v.version) {
+            return Err(StoreError::InUse(format!(
+                "version {} of {name:?} is active; activate another version first",
+                v.version
+            )));
+        }
+        let mut next = index.clone();
+        if let Some(e) = next.get_mut(name) {
+            e.versions.retain(|x| x.version != v.version);
+            if e.versions.is_empty() {
+                next.remove(name);
+            }
+        }
+        self.save(&next)?;
+        let still_used = next.values().flat_map(|e| &e.versions).any(|x| x.sha256 == v.sha256);
+        if !still_used {
+            let _ = std::fs::remove_file(self.dir.join("blobs").join(format!("{}.wasm", v.sha256)));
+        }
+        *index = next;
+        Ok(v)
+    }
+
+    fn save(&self, index: &BTreeMap<String, Entry>) -> Result<(), StoreError> {
+        let path = self.dir.join("index.json");
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&path, &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` through a fsynced temp file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    result.map_err(|e: std::io::Error| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path, &e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_activate_remove_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v1 = store.add("t", b"one", "aa").unwrap();
+        let v2 = store.add("t", b"two", "bb").unwrap();
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert_eq!(store.add("t", b"one", "aa").unwrap().version, 1, "same bytes, same version");
+        assert_eq!(store.activate("t", &Which::Version(2)).unwrap().1, None);
+        assert_eq!(store.activate("t", &Which::Sha256("AA".into())).unwrap().1, Some(2), "rollback by sha");
+        assert!(matches!(store.remove("t", &Which::Version(1)), Err(StoreError::InUse(_))));
+        assert_eq!(store.remove("t", &Which::Version(2)).unwrap().sha256, "bb");
+        assert!(store.blob("bb").is_err(), "an unused blob is removed");
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let e = store.get("t").unwrap();
+        assert_eq!(e.active, Some(1));
+        assert_eq!(e.versions.len(), 1);
+        assert_eq!(store.blob("aa").unwrap(), b"one");
+        assert!(matches!(store.activate("nope", &Which::Version(1)), Err(StoreError::NotFound(_))));
+    }
+}
