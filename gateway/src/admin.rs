@@ -77,21 +77,38 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
             if state.ready.load(Ordering::Acquire) {
                 json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             } else {
-                json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not ready"}))
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "not ready"}),
+                )
             }
         }
         p if p == "/v1/transforms" || p.starts_with("/v1/transforms/") => match &state.transforms {
-            None => error(StatusCode::FORBIDDEN, "disabled", "the transforms API is off: set [admin] token"),
+            None => error(
+                StatusCode::FORBIDDEN,
+                "disabled",
+                "the transforms API is off: set [admin] token",
+            ),
             Some(api) => {
                 if !authorized(&api.token, req.headers()) {
-                    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"sluice-admin\""));
+                    let mut r = error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "missing or wrong bearer token",
+                    );
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer realm=\"sluice-admin\""),
+                    );
                     return r;
                 }
                 transforms(&state.metrics, api, req).await
             }
         },
-        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found"})),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not found"}),
+        ),
     }
 }
 
@@ -134,18 +151,29 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Reply {
 
 /// Transform names: what can be a config reference and a metric label.
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.trim_start_matches("/v1/transforms").split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_start_matches("/v1/transforms")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let method = req.method().clone();
     match (method, segments.as_slice()) {
         (Method::GET, []) => list(api),
         (Method::GET, [name, "versions"]) => match api.store.get(name) {
             Some(e) => json(StatusCode::OK, &entry_json(api, name, &e)),
-            None => error(StatusCode::NOT_FOUND, "not_found", &format!("no transform named {name:?}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no transform named {name:?}"),
+            ),
         },
         (Method::PUT, [name]) => {
             let name = (*name).to_string();
@@ -155,35 +183,74 @@ async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incomin
             let name = (*name).to_string();
             let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the activation body is too large"),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        "the activation body is too large",
+                    );
+                }
             };
             let which = match serde_json::from_slice::<Value>(&body) {
-                Ok(v) => match (v.get("version").and_then(Value::as_u64), v.get("sha256").and_then(Value::as_str)) {
+                Ok(v) => match (
+                    v.get("version").and_then(Value::as_u64),
+                    v.get("sha256").and_then(Value::as_str),
+                ) {
                     (Some(n), _) => Which::Version(u32::try_from(n).unwrap_or(u32::MAX)),
                     (None, Some(s)) => Which::Sha256(s.to_ascii_lowercase()),
-                    _ => return error(StatusCode::BAD_REQUEST, "bad_request", "send {\"version\": N} or {\"sha256\": \"…\"}"),
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "send {\"version\": N} or {\"sha256\": \"…\"}",
+                        );
+                    }
                 },
-                Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("the body is not JSON: {e}")),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        &format!("the body is not JSON: {e}"),
+                    );
+                }
             };
             activate(metrics, api, &name, &which).await
         }
         (Method::DELETE, [name, "versions", version]) => {
             let Ok(n) = version.parse::<u32>() else {
-                return error(StatusCode::BAD_REQUEST, "bad_request", "the version must be a number");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the version must be a number",
+                );
             };
             let entry = api.store.get(name);
-            let sha = entry.as_ref().and_then(|e| e.find(&Which::Version(n))).map(|v| v.sha256.clone());
+            let sha = entry
+                .as_ref()
+                .and_then(|e| e.find(&Which::Version(n)))
+                .map(|v| v.sha256.clone());
             if let Some(sha) = &sha
-                && api.pinned.iter().any(|p| p == &format!("{name}@sha256:{sha}"))
+                && api
+                    .pinned
+                    .iter()
+                    .any(|p| p == &format!("{name}@sha256:{sha}"))
             {
-                return error(StatusCode::CONFLICT, "in_use", "a pipeline of the config pins this version");
+                return error(
+                    StatusCode::CONFLICT,
+                    "in_use",
+                    "a pipeline of the config pins this version",
+                );
             }
             match api.store.remove(name, &Which::Version(n)) {
                 Ok(v) => json(StatusCode::OK, &serde_json::json!({"removed": v})),
                 Err(e) => store_error(&e),
             }
         }
-        _ => error(StatusCode::NOT_FOUND, "not_found", "no such transforms endpoint"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such transforms endpoint",
+        ),
     }
 }
 
@@ -191,12 +258,19 @@ fn store_error(e: &StoreError) -> Reply {
     match e {
         StoreError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
         StoreError::InUse(m) => error(StatusCode::CONFLICT, "in_use", m),
-        StoreError::Io { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string()),
+        StoreError::Io { .. } => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string())
+        }
     }
 }
 
 fn entry_json(api: &TransformsApi, name: &str, e: &crate::store::Entry) -> Value {
-    let pipelines: Vec<&str> = api.pipelines.iter().filter(|p| p.follows().iter().any(|f| f == name)).map(|p| &*p.name).collect();
+    let pipelines: Vec<&str> = api
+        .pipelines
+        .iter()
+        .filter(|p| p.follows().iter().any(|f| f == name))
+        .map(|p| &*p.name)
+        .collect();
     serde_json::json!({
         "name": name,
         "active": e.active,
@@ -207,7 +281,12 @@ fn entry_json(api: &TransformsApi, name: &str, e: &crate::store::Entry) -> Value
 }
 
 fn list(api: &TransformsApi) -> Reply {
-    let all: Vec<Value> = api.store.list().iter().map(|(n, e)| entry_json(api, n, e)).collect();
+    let all: Vec<Value> = api
+        .store
+        .list()
+        .iter()
+        .map(|(n, e)| entry_json(api, n, e))
+        .collect();
     json(StatusCode::OK, &Value::Array(all))
 }
 
@@ -217,9 +296,20 @@ fn refuse(metrics: &Metrics, name: &str, status: StatusCode, reason: &str, messa
     error(status, reason, message)
 }
 
-async fn upload(metrics: &Metrics, api: &TransformsApi, name: &str, req: Request<Incoming>) -> Reply {
+async fn upload(
+    metrics: &Metrics,
+    api: &TransformsApi,
+    name: &str,
+    req: Request<Incoming>,
+) -> Reply {
     if !valid_name(name) {
-        return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_name", "names are 1-64 of A-Z a-z 0-9 . _ -");
+        return refuse(
+            metrics,
+            name,
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            "names are 1-64 of A-Z a-z 0-9 . _ -",
+        );
     }
     let query = req.uri().query().unwrap_or("").to_string();
     let mut config = Vec::new();
@@ -229,34 +319,100 @@ async fn upload(metrics: &Metrics, api: &TransformsApi, name: &str, req: Request
         match k.as_str() {
             "config" => match v.split_once('=') {
                 Some((ck, cv)) if !ck.is_empty() => config.push((ck.to_string(), cv.to_string())),
-                _ => return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_request", "config must be KEY=VALUE"),
+                _ => {
+                    return refuse(
+                        metrics,
+                        name,
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "config must be KEY=VALUE",
+                    );
+                }
             },
             "sample" => samples.push(v.into_bytes()),
             "activate" => activate_after = v == "true" || v == "1",
-            other => return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_request", &format!("unknown parameter {other:?}")),
+            other => {
+                return refuse(
+                    metrics,
+                    name,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("unknown parameter {other:?}"),
+                );
+            }
         }
     }
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let too_large = || format!("the component exceeds the upload limit of {} bytes", api.max_upload);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || {
+        format!(
+            "the component exceeds the upload limit of {} bytes",
+            api.max_upload
+        )
+    };
     if declared.is_some_and(|n| n > api.max_upload as u64) {
-        return refuse(metrics, name, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &too_large());
+        return refuse(
+            metrics,
+            name,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &too_large(),
+        );
     }
-    let bytes = match Limited::new(req.into_body(), api.max_upload).collect().await {
+    let bytes = match Limited::new(req.into_body(), api.max_upload)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return refuse(metrics, name, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &too_large());
+            return refuse(
+                metrics,
+                name,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &too_large(),
+            );
         }
-        Err(e) => return refuse(metrics, name, StatusCode::BAD_REQUEST, "bad_request", &format!("cannot read the body: {e}")),
+        Err(e) => {
+            return refuse(
+                metrics,
+                name,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("cannot read the body: {e}"),
+            );
+        }
     };
     let sha = crate::util::hex_sha256(&bytes);
     let host = api.host.clone();
     let owned_name = name.to_string();
     let check_bytes = bytes.clone();
-    let checked = tokio::task::spawn_blocking(move || check(&host, &owned_name, &check_bytes, config, &samples)).await;
+    let checked = tokio::task::spawn_blocking(move || {
+        check(&host, &owned_name, &check_bytes, config, &samples)
+    })
+    .await;
     match checked {
         Ok(Ok(())) => {}
-        Ok(Err((reason, message))) => return refuse(metrics, name, StatusCode::UNPROCESSABLE_ENTITY, reason, &message),
-        Err(e) => return refuse(metrics, name, StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+        Ok(Err((reason, message))) => {
+            return refuse(
+                metrics,
+                name,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                reason,
+                &message,
+            );
+        }
+        Err(e) => {
+            return refuse(
+                metrics,
+                name,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &e.to_string(),
+            );
+        }
     }
     let version = match api.store.add(name, &bytes, &sha) {
         Ok(v) => v,
@@ -277,7 +433,13 @@ async fn upload(metrics: &Metrics, api: &TransformsApi, name: &str, req: Request
 }
 
 /// The upload checks, in order. `Err((reason, message))`.
-fn check(host: &WasmHost, name: &str, bytes: &[u8], config: Vec<(String, String)>, samples: &[Vec<u8>]) -> Result<(), (&'static str, String)> {
+fn check(
+    host: &WasmHost,
+    name: &str,
+    bytes: &[u8],
+    config: Vec<(String, String)>,
+    samples: &[Vec<u8>],
+) -> Result<(), (&'static str, String)> {
     let component = host.load(name, bytes).map_err(|e| {
         let reason = match &e {
             WasmError::NotWasm { .. } => "not_a_component",
@@ -300,11 +462,24 @@ fn check(host: &WasmHost, name: &str, bytes: &[u8], config: Vec<(String, String)
         return Ok(());
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let inputs: Vec<_> = samples.iter().map(|s| crate::wasm::input_record(s.clone(), "upload-check", &now, None)).collect();
-    let results = worker.process(&inputs).map_err(|e| ("trap_on_sample", e.to_string()))?;
+    let inputs: Vec<_> = samples
+        .iter()
+        .map(|s| crate::wasm::input_record(s.clone(), "upload-check", &now, None))
+        .collect();
+    let results = worker
+        .process(&inputs)
+        .map_err(|e| ("trap_on_sample", e.to_string()))?;
     for (i, r) in results.iter().enumerate() {
         if let Err(e) = r {
-            return Err(("sample_failed", format!("sample {} failed: {}: {}", i + 1, crate::wasm::error_kind_str(e.kind), e.message)));
+            return Err((
+                "sample_failed",
+                format!(
+                    "sample {} failed: {}: {}",
+                    i + 1,
+                    crate::wasm::error_kind_str(e.kind),
+                    e.message
+                ),
+            ));
         }
     }
     Ok(())
@@ -314,10 +489,18 @@ async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Wh
     let started = std::time::Instant::now();
     let _serial = api.swap_lock.lock().await;
     let Some(entry) = api.store.get(name) else {
-        return error(StatusCode::NOT_FOUND, "not_found", &format!("no transform named {name:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no transform named {name:?}"),
+        );
     };
     let Some(version) = entry.find(which).cloned() else {
-        return error(StatusCode::NOT_FOUND, "not_found", &format!("transform {name:?} has no version {which:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("transform {name:?} has no version {which:?}"),
+        );
     };
     let bytes = match api.store.blob(&version.sha256) {
         Ok(b) => b,
@@ -332,7 +515,10 @@ async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Wh
         let component = host.load(&owned, &bytes).map_err(|e| e.to_string())?;
         let mut prepared = Vec::new();
         for p in &pipelines {
-            if let Some(swap) = p.prepare_swap(&owned, &component).map_err(|e| e.to_string())? {
+            if let Some(swap) = p
+                .prepare_swap(&owned, &component)
+                .map_err(|e| e.to_string())?
+            {
                 prepared.push((p.clone(), swap));
             }
         }
@@ -342,7 +528,13 @@ async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Wh
     let prepared = match prepared {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "activation_failed", &e),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &e.to_string(),
+            );
+        }
     };
     let previous = match api.store.activate(name, &Which::Version(version.version)) {
         Ok((_, previous)) => previous,
@@ -353,8 +545,17 @@ async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Wh
         p.commit_swap(swap);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let previous_sha = previous.and_then(|v| entry.find(&Which::Version(v)).map(|x| (v, x.sha256.clone())));
-    metrics.transform_active(name, version.version, &version.sha256, previous_sha.as_ref().map(|(v, s)| (*v, s.as_str())));
+    let previous_sha = previous.and_then(|v| {
+        entry
+            .find(&Which::Version(v))
+            .map(|x| (v, x.sha256.clone()))
+    });
+    metrics.transform_active(
+        name,
+        version.version,
+        &version.sha256,
+        previous_sha.as_ref().map(|(v, s)| (*v, s.as_str())),
+    );
     metrics.transform_swapped(name, version.version, swapped.len(), seconds);
     json(
         StatusCode::OK,
@@ -388,7 +589,11 @@ fn decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() + 1 && s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()).is_some() => {
+            b'%' if i + 2 < b.len() + 1
+                && s.get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .is_some() =>
+            {
                 out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'%'));
                 i += 2;
             }
@@ -408,6 +613,8 @@ mod tests {
         assert_eq!(pairs[1].1, "{\"x\":1}");
         assert_eq!(pairs[3].1, "a b");
         assert!(super::valid_name("ecs-jumpcloud.v2_x"));
-        assert!(!super::valid_name("a/b") && !super::valid_name("") && !super::valid_name("x@sha256:1"));
+        assert!(
+            !super::valid_name("a/b") && !super::valid_name("") && !super::valid_name("x@sha256:1")
+        );
     }
 }

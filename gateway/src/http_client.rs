@@ -153,13 +153,16 @@ impl HttpClient {
         body: Option<Vec<u8>>,
     ) -> Result<Response, HttpError> {
         let uri: Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(HttpError::Url(url.to_string()));
-        }
         let host = uri
             .host()
             .ok_or_else(|| HttpError::Url(url.to_string()))?
             .to_string();
+        let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]" | "::1");
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if self.loopback_http && loopback => {}
+            _ => return Err(HttpError::Url(url.to_string())),
+        }
         let timeout = self.timeout;
         match tokio::time::timeout(timeout, self.exchange(method, &uri, &host, headers, body)).await
         {
@@ -190,7 +193,11 @@ impl HttpClient {
             handshake(tcp).await.map_err(net)?
         } else {
             let name = ServerName::try_from(bare.to_string()).map_err(|e| net(e.to_string()))?;
-            let tls = self.tls.connect(name, tcp).await.map_err(|e| net(format!("TLS: {e}")))?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| net(format!("TLS: {e}")))?;
             handshake(tls).await.map_err(net)?
         };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -228,7 +235,9 @@ async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<F
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

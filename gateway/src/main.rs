@@ -116,7 +116,11 @@ enum TransformCommand {
 #[derive(Args, Debug)]
 struct AdminArgs {
     /// The gateway's admin listener.
-    #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9464")]
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:9464"
+    )]
     admin_url: String,
     /// The admin API's bearer token.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
@@ -188,17 +192,38 @@ fn main() -> ExitCode {
             }
         }
         Command::Transform(TransformCommand::Run(args)) => run_transform(args),
-        Command::Transform(TransformCommand::Push { name, file, config, samples, activate, admin }) => {
+        Command::Transform(TransformCommand::Push {
+            name,
+            file,
+            config,
+            samples,
+            activate,
+            admin,
+        }) => {
             let samples = match samples.map(std::fs::read_to_string).transpose() {
-                Ok(s) => s.unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect::<Vec<_>>(),
+                Ok(s) => s
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
                 Err(e) => return fail(&anyhow::Error::from(e).context("cannot read --samples")),
             };
-            admin_call(async move { admin.target().push(&name, &file, &config, &samples, activate).await })
+            admin_call(async move {
+                admin
+                    .target()
+                    .push(&name, &file, &config, &samples, activate)
+                    .await
+            })
         }
-        Command::Transform(TransformCommand::Versions { name, admin }) => admin_call(async move { admin.target().versions(&name).await }),
-        Command::Transform(TransformCommand::Activate { name, version, admin }) => {
-            admin_call(async move { admin.target().activate(&name, &version).await })
+        Command::Transform(TransformCommand::Versions { name, admin }) => {
+            admin_call(async move { admin.target().versions(&name).await })
         }
+        Command::Transform(TransformCommand::Activate {
+            name,
+            version,
+            admin,
+        }) => admin_call(async move { admin.target().activate(&name, &version).await }),
         Command::Run { config } => run_gateway(&config),
         Command::Backfill {
             config,
@@ -220,7 +245,10 @@ fn main() -> ExitCode {
 fn admin_call(
     call: impl Future<Output = Result<serde_json::Value, sluice::commands::admin_client::AdminError>>,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
     };
@@ -365,7 +393,16 @@ fn run_transform(args: RunArgs) -> ExitCode {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "sluice: error: {e:#}");
+    // Typed errors already print their cause; add a cause only when the
+    // message does not contain it (context added with `anyhow`).
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "sluice: error: {message}");
     ExitCode::from(2)
 }
 

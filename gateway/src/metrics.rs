@@ -240,22 +240,37 @@ impl Metrics {
             },
             transform_info: {
                 let g = prometheus::IntGaugeVec::new(
-                    Opts::new("sluice_transform_active_info", "The active version of each uploaded transform (value 1)."),
+                    Opts::new(
+                        "sluice_transform_active_info",
+                        "The active version of each uploaded transform (value 1).",
+                    ),
                     &["transform", "version", "sha256"],
                 )
                 .expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
-            transform_swaps: counter(&r, "sluice_transform_swaps_total", "Activations that swapped a transform in running pipelines.", &["transform"]),
+            transform_swaps: counter(
+                &r,
+                "sluice_transform_swaps_total",
+                "Activations that swapped a transform in running pipelines.",
+                &["transform"],
+            ),
             transform_swap_seconds: histogram(
                 &r,
                 "sluice_transform_swap_duration_seconds",
                 "Time from an activation request to the new version being current (compile, validate, swap).",
                 &["transform"],
-                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
             ),
-            uploads_rejected: counter(&r, "sluice_transform_uploads_rejected_total", "Component uploads refused, by reason.", &["reason"]),
+            uploads_rejected: counter(
+                &r,
+                "sluice_transform_uploads_rejected_total",
+                "Component uploads refused, by reason.",
+                &["reason"],
+            ),
             registry: r,
         }
     }
@@ -397,18 +412,36 @@ impl Metrics {
 
 impl Metrics {
     /// A version became active (at start-up, or by activation).
-    pub fn transform_active(&self, transform: &str, version: u32, sha256: &str, previous: Option<(u32, &str)>) {
+    pub fn transform_active(
+        &self,
+        transform: &str,
+        version: u32,
+        sha256: &str,
+        previous: Option<(u32, &str)>,
+    ) {
         if let Some((v, sha)) = previous {
-            let _ = self.transform_info.remove_label_values(&[transform, &v.to_string(), sha]);
+            let _ = self
+                .transform_info
+                .remove_label_values(&[transform, &v.to_string(), sha]);
         }
-        self.transform_info.with_label_values(&[transform, &version.to_string(), sha256]).set(1);
+        self.transform_info
+            .with_label_values(&[transform, &version.to_string(), sha256])
+            .set(1);
     }
 
     /// An activation swapped running pipelines.
     pub fn transform_swapped(&self, transform: &str, version: u32, pipelines: usize, seconds: f64) {
         self.transform_swaps.with_label_values(&[transform]).inc();
-        self.transform_swap_seconds.with_label_values(&[transform]).observe(seconds);
-        tracing::info!(transform, version, pipelines, swap_ms = format!("{:.1}", seconds * 1e3), "transform activated");
+        self.transform_swap_seconds
+            .with_label_values(&[transform])
+            .observe(seconds);
+        tracing::info!(
+            transform,
+            version,
+            pipelines,
+            swap_ms = format!("{:.1}", seconds * 1e3),
+            "transform activated"
+        );
     }
 
     /// A component was uploaded and stored.

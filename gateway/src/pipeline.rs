@@ -201,7 +201,10 @@ impl Pipeline {
             sink: cfg.sink.as_str().into(),
             dead_letter_sink: cfg.dead_letter_sink.as_deref().unwrap_or(&cfg.sink).into(),
             batch_size: cfg.batch_size,
-            steps: std::sync::RwLock::new(Arc::new(Steps { generation: 0, steps })),
+            steps: std::sync::RwLock::new(Arc::new(Steps {
+                generation: 0,
+                steps,
+            })),
             idle: Mutex::new(Vec::new()),
             metrics,
         };
@@ -212,12 +215,19 @@ impl Pipeline {
     }
 
     fn current(&self) -> Arc<Steps> {
-        self.steps.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.steps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The uploaded transforms this pipeline follows.
     pub fn follows(&self) -> Vec<String> {
-        self.current().steps.iter().filter_map(|s| s.follows.clone()).collect()
+        self.current()
+            .steps
+            .iter()
+            .filter_map(|s| s.follows.clone())
+            .collect()
     }
 
     /// Checks that `component` can replace every step following
@@ -227,17 +237,30 @@ impl Pipeline {
     /// # Errors
     ///
     /// [`PipelineError::Instantiate`]: the swap must not happen.
-    pub fn prepare_swap(&self, transform: &str, component: &TransformComponent) -> Result<Option<PreparedSwap>, PipelineError> {
+    pub fn prepare_swap(
+        &self,
+        transform: &str,
+        component: &TransformComponent,
+    ) -> Result<Option<PreparedSwap>, PipelineError> {
         let current = self.current();
-        if !current.steps.iter().any(|s| s.follows.as_deref() == Some(transform)) {
+        if !current
+            .steps
+            .iter()
+            .any(|s| s.follows.as_deref() == Some(transform))
+        {
             return Ok(None);
         }
         let mut steps = current.steps.clone();
-        for step in steps.iter_mut().filter(|s| s.follows.as_deref() == Some(transform)) {
+        for step in steps
+            .iter_mut()
+            .filter(|s| s.follows.as_deref() == Some(transform))
+        {
             step.component = component.clone();
-            Worker::new(component.clone(), step.config.clone()).map_err(|source| PipelineError::Instantiate {
-                pipeline: self.name.to_string(),
-                source: Box::new(source),
+            Worker::new(component.clone(), step.config.clone()).map_err(|source| {
+                PipelineError::Instantiate {
+                    pipeline: self.name.to_string(),
+                    source: Box::new(source),
+                }
             })?;
         }
         Ok(Some(PreparedSwap { steps }))
@@ -245,7 +268,10 @@ impl Pipeline {
 
     /// Makes a prepared swap current: calls that start from now on use it.
     pub fn commit_swap(&self, prepared: PreparedSwap) {
-        let mut guard = self.steps.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .steps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let generation = guard.generation + 1;
         *guard = Arc::new(Steps {
             generation,
@@ -280,7 +306,10 @@ impl Pipeline {
     fn checkout(&self) -> Result<(Arc<Steps>, Vec<Worker>), PipelineError> {
         let current = self.current();
         let idle = {
-            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             idle.retain(|(g, _)| *g == current.generation);
             idle.pop()
         };
@@ -448,7 +477,10 @@ fn resolve(
     use crate::builtins::ResolveError;
     if let Some((name, sha)) = uses.split_once("@sha256:") {
         if let Some(store) = store
-            && store.get(name).and_then(|e| e.find(&crate::store::Which::Sha256(sha.into())).cloned()).is_some()
+            && store
+                .get(name)
+                .and_then(|e| e.find(&crate::store::Which::Sha256(sha.into())).cloned())
+                .is_some()
         {
             let bytes = store.blob(sha).map_err(|e| ResolveError::Unknown {
                 name: uses.into(),
@@ -460,7 +492,10 @@ fn resolve(
         if !component.sha256().eq_ignore_ascii_case(sha) {
             return Err(ResolveError::Unknown {
                 name: uses.into(),
-                known: format!("no stored version of {name:?} has that sha256, and the built-in has {}", component.sha256()),
+                known: format!(
+                    "no stored version of {name:?} has that sha256, and the built-in has {}",
+                    component.sha256()
+                ),
             });
         }
         return Ok((component, None));
@@ -468,20 +503,28 @@ fn resolve(
     if let Some(store) = store
         && let Some(active) = store.get(uses).and_then(|e| e.active_version().cloned())
     {
-        let bytes = store.blob(&active.sha256).map_err(|e| ResolveError::Unknown {
-            name: uses.into(),
-            known: e.to_string(),
-        })?;
+        let bytes = store
+            .blob(&active.sha256)
+            .map_err(|e| ResolveError::Unknown {
+                name: uses.into(),
+                known: e.to_string(),
+            })?;
         return Ok((host.load(uses, &bytes)?, Some(uses.to_string())));
     }
     let looks_like_path = uses.contains('/') || uses.ends_with(".wasm");
     if looks_like_path {
-        let path = config.path(std::path::Path::new(uses)).display().to_string();
+        let path = config
+            .path(std::path::Path::new(uses))
+            .display()
+            .to_string();
         return Ok((crate::builtins::resolve(host, &path)?, None));
     }
     // A built-in name is followed too: uploading and activating a version
     // under that name replaces the built-in in running pipelines.
-    Ok((crate::builtins::resolve(host, uses)?, Some(uses.to_string())))
+    Ok((
+        crate::builtins::resolve(host, uses)?,
+        Some(uses.to_string()),
+    ))
 }
 
 /// Why [`run_all`] produced nothing.

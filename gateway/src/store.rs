@@ -37,7 +37,8 @@ pub struct Entry {
 impl Entry {
     /// The active version's record.
     pub fn active_version(&self) -> Option<&Version> {
-        self.active.and_then(|a| self.versions.iter().find(|v| v.version == a))
+        self.active
+            .and_then(|a| self.versions.iter().find(|v| v.version == a))
     }
 
     /// A version by number or by sha256.
@@ -116,7 +117,9 @@ impl Store {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
-        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every name with its versions.
@@ -135,7 +138,10 @@ impl Store {
     ///
     /// [`StoreError::Io`].
     pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.dir.join("blobs").join(format!("{}.wasm", sha256.to_ascii_lowercase()));
+        let path = self
+            .dir
+            .join("blobs")
+            .join(format!("{}.wasm", sha256.to_ascii_lowercase()));
         std::fs::read(&path).map_err(|e| io(&path, &e))
     }
 
@@ -147,7 +153,10 @@ impl Store {
     /// [`StoreError::Io`].
     pub fn add(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Version, StoreError> {
         let mut index = self.lock();
-        if let Some(v) = index.get(name).and_then(|e| e.find(&Which::Sha256(sha256.into()))) {
+        if let Some(v) = index
+            .get(name)
+            .and_then(|e| e.find(&Which::Sha256(sha256.into())))
+        {
             return Ok(v.clone());
         }
         let blob = self.dir.join("blobs").join(format!("{sha256}.wasm"));
@@ -173,13 +182,18 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::NotFound`] or [`StoreError::Io`].
-    pub fn activate(&self, name: &str, which: &Which) -> Result<(Version, Option<u32>), StoreError> {
+    pub fn activate(
+        &self,
+        name: &str,
+        which: &Which,
+    ) -> Result<(Version, Option<u32>), StoreError> {
         let mut index = self.lock();
-        let entry = index.get(name).ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
-        let v = entry
-            .find(which)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(format!("transform {name:?} has no version {which:?}")))?;
+        let entry = index
+            .get(name)
+            .ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
+        let v = entry.find(which).cloned().ok_or_else(|| {
+            StoreError::NotFound(format!("transform {name:?} has no version {which:?}"))
+        })?;
         let previous = entry.active;
         let mut next = index.clone();
         if let Some(e) = next.get_mut(name) {
@@ -197,11 +211,12 @@ impl Store {
     /// [`StoreError::NotFound`], [`StoreError::InUse`] or [`StoreError::Io`].
     pub fn remove(&self, name: &str, which: &Which) -> Result<Version, StoreError> {
         let mut index = self.lock();
-        let entry = index.get(name).ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
-        let v = entry
-            .find(which)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(format!("transform {name:?} has no version {which:?}")))?;
+        let entry = index
+            .get(name)
+            .ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
+        let v = entry.find(which).cloned().ok_or_else(|| {
+            StoreError::NotFound(format!("transform {name:?} has no version {which:?}"))
+        })?;
         if entry.active == Some(v.version) {
             return Err(StoreError::InUse(format!(
                 "version {} of {name:?} is active; activate another version first",
@@ -216,7 +231,10 @@ impl Store {
             }
         }
         self.save(&next)?;
-        let still_used = next.values().flat_map(|e| &e.versions).any(|x| x.sha256 == v.sha256);
+        let still_used = next
+            .values()
+            .flat_map(|e| &e.versions)
+            .any(|x| x.sha256 == v.sha256);
         if !still_used {
             let _ = std::fs::remove_file(self.dir.join("blobs").join(format!("{}.wasm", v.sha256)));
         }
@@ -265,10 +283,21 @@ mod tests {
         let v1 = store.add("t", b"one", "aa").unwrap();
         let v2 = store.add("t", b"two", "bb").unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));
-        assert_eq!(store.add("t", b"one", "aa").unwrap().version, 1, "same bytes, same version");
+        assert_eq!(
+            store.add("t", b"one", "aa").unwrap().version,
+            1,
+            "same bytes, same version"
+        );
         assert_eq!(store.activate("t", &Which::Version(2)).unwrap().1, None);
-        assert_eq!(store.activate("t", &Which::Sha256("AA".into())).unwrap().1, Some(2), "rollback by sha");
-        assert!(matches!(store.remove("t", &Which::Version(1)), Err(StoreError::InUse(_))));
+        assert_eq!(
+            store.activate("t", &Which::Sha256("AA".into())).unwrap().1,
+            Some(2),
+            "rollback by sha"
+        );
+        assert!(matches!(
+            store.remove("t", &Which::Version(1)),
+            Err(StoreError::InUse(_))
+        ));
         assert_eq!(store.remove("t", &Which::Version(2)).unwrap().sha256, "bb");
         assert!(store.blob("bb").is_err(), "an unused blob is removed");
         drop(store);
@@ -277,6 +306,9 @@ mod tests {
         assert_eq!(e.active, Some(1));
         assert_eq!(e.versions.len(), 1);
         assert_eq!(store.blob("aa").unwrap(), b"one");
-        assert!(matches!(store.activate("nope", &Which::Version(1)), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.activate("nope", &Which::Version(1)),
+            Err(StoreError::NotFound(_))
+        ));
     }
 }

@@ -131,3 +131,27 @@ fn wrong_world() {
         "transform `wrong_world`: does not implement `sluice:transform/transformer@0.1.0`",
     );
 }
+
+/// The two tagger guests (used by the admin API's hot-swap tests): each
+/// tags records with its own letter.
+mod tagger_a {
+    #[test]
+    fn tags_records_a() {
+        let run = crate::support::transform_run(
+            &[sluice_test_artifacts::TAGGER_A_COMPONENT],
+            "{\"x\":1}\n",
+        );
+        assert_eq!(run.stdout, "{\"x\":1,\"tag\":\"a\"}\n", "{}", run.stderr);
+    }
+}
+
+mod tagger_b {
+    #[test]
+    fn tags_records_b() {
+        let run = crate::support::transform_run(
+            &[sluice_test_artifacts::TAGGER_B_COMPONENT],
+            "{\"x\":1}\n",
+        );
+        assert_eq!(run.stdout, "{\"x\":1,\"tag\":\"b\"}\n", "{}", run.stderr);
+    }
+}

@@ -3,6 +3,7 @@
 //! One test binary with a module per topic (wasmtime's `tests/all`
 //! pattern), so the heavy dependency graph links once.
 
+mod admin;
 mod builtins;
 mod cli;
 mod durability;

@@ -1,8 +1,8 @@
 //! `sluice transform push|versions|activate`: the admin API from the CLI.
 
 use crate::http_client::{HttpClient, HttpError};
-use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::Method;
+use hyper::header::{self, HeaderName, HeaderValue};
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,20 +47,36 @@ pub struct AdminTarget {
 }
 
 impl AdminTarget {
-    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>, content_type: &'static str) -> Result<serde_json::Value, AdminError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &'static str,
+    ) -> Result<serde_json::Value, AdminError> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let http = |source| AdminError::Http { url: url.clone(), source };
-        let client = HttpClient::new(self.ca_file.as_deref(), Duration::from_secs(300)).map_err(http)?.allow_loopback_http();
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| AdminError::Refused {
-            status: 0,
-            message: "the token is not a valid header value".into(),
+        let http = |source| AdminError::Http {
+            url: url.clone(),
+            source,
+        };
+        let client = HttpClient::new(self.ca_file.as_deref(), Duration::from_secs(300))
+            .map_err(http)?
+            .allow_loopback_http();
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| {
+            AdminError::Refused {
+                status: 0,
+                message: "the token is not a valid header value".into(),
+            }
         })?;
         auth.set_sensitive(true);
         let headers: Vec<(HeaderName, HeaderValue)> = vec![
             (header::AUTHORIZATION, auth),
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
         ];
-        let resp = client.send(method, &url, &headers, body).await.map_err(http)?;
+        let resp = client
+            .send(method, &url, &headers, body)
+            .await
+            .map_err(http)?;
         let value: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_else(|_| {
             serde_json::json!({"error": String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()})
         });
@@ -91,13 +107,17 @@ impl AdminTarget {
             path: file.display().to_string(),
             source,
         })?;
-        let mut query: Vec<String> = config.iter().map(|(k, v)| format!("config={}", encode(&format!("{k}={v}")))).collect();
+        let mut query: Vec<String> = config
+            .iter()
+            .map(|(k, v)| format!("config={}", encode(&format!("{k}={v}"))))
+            .collect();
         query.extend(samples.iter().map(|s| format!("sample={}", encode(s))));
         if activate {
             query.push("activate=true".into());
         }
         let path = format!("/v1/transforms/{name}?{}", query.join("&"));
-        self.call(Method::PUT, &path, Some(bytes), "application/wasm").await
+        self.call(Method::PUT, &path, Some(bytes), "application/wasm")
+            .await
     }
 
     /// Lists a name's versions.
@@ -106,7 +126,13 @@ impl AdminTarget {
     ///
     /// [`AdminError`].
     pub async fn versions(&self, name: &str) -> Result<serde_json::Value, AdminError> {
-        self.call(Method::GET, &format!("/v1/transforms/{name}/versions"), None, "application/json").await
+        self.call(
+            Method::GET,
+            &format!("/v1/transforms/{name}/versions"),
+            None,
+            "application/json",
+        )
+        .await
     }
 
     /// Activates a version (`3`) or a sha256 (`sha256:…`).
@@ -127,8 +153,13 @@ impl AdminTarget {
                 }
             },
         };
-        self.call(Method::POST, &format!("/v1/transforms/{name}/activate"), Some(body.to_string().into_bytes()), "application/json")
-            .await
+        self.call(
+            Method::POST,
+            &format!("/v1/transforms/{name}/activate"),
+            Some(body.to_string().into_bytes()),
+            "application/json",
+        )
+        .await
     }
 }
 

@@ -27,7 +27,10 @@ pub fn check(path: &Path) -> Result<String, super::run::RunError> {
     // Uploaded transforms are looked up where `sluice run` keeps them,
     // without creating anything when the state folder does not exist yet.
     let store = if config.state_dir().join("transforms").is_dir() {
-        Some(crate::store::Store::open(&config.state_dir()).map_err(|e| super::run::RunError::Store(e.to_string()))?)
+        Some(
+            crate::store::Store::open(&config.state_dir())
+                .map_err(|e| super::run::RunError::Store(e.to_string()))?,
+        )
     } else {
         None
     };

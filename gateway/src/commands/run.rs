@@ -138,7 +138,9 @@ impl Core {
                     .map_or_else(|| state_dir.join("cache"), Into::into),
             ),
         })?;
-        let store = Arc::new(crate::store::Store::open(&state_dir).map_err(|e| RunError::Store(e.to_string()))?);
+        let store = Arc::new(
+            crate::store::Store::open(&state_dir).map_err(|e| RunError::Store(e.to_string()))?,
+        );
         for (name, entry) in store.list() {
             if let Some(v) = entry.active_version() {
                 metrics.transform_active(&name, v.version, &v.sha256, None);
@@ -388,16 +390,22 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         transforms,
     });
     let admin_tls = match &config.admin.tls {
-        Some(t) => Some(server_tls(t, |p| config.path(p), &state_dir).map_err(|source| RunError::Tls {
-            listener: "admin".into(),
-            source,
-        })?),
+        Some(t) => Some(
+            server_tls(t, |p| config.path(p), &state_dir).map_err(|source| RunError::Tls {
+                listener: "admin".into(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let admin_listener = bind(config.admin.address, "admin").await?;
     let admin_address = admin_listener.local_addr().unwrap_or(config.admin.address);
     lines.push(match &admin_tls {
-        Some(t) => format!("admin https://{admin_address} sha256={} cert={}", t.fingerprint, t.cert_path.display()),
+        Some(t) => format!(
+            "admin https://{admin_address} sha256={} cert={}",
+            t.fingerprint,
+            t.cert_path.display()
+        ),
         None => format!("admin http://{admin_address}"),
     });
     let st = admin_state.clone();

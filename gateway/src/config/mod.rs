@@ -557,9 +557,15 @@ impl Config {
             }
         }
         if let Some(tls) = &self.admin.tls
-            && !matches!((&tls.cert, &tls.key, tls.self_signed), (Some(_), Some(_), false) | (None, None, true))
+            && !matches!(
+                (&tls.cert, &tls.key, tls.self_signed),
+                (Some(_), Some(_), false) | (None, None, true)
+            )
         {
-            out.push(invalid(&["admin", "tls"], "needs both `cert` and `key`, or `self_signed = true`"));
+            out.push(invalid(
+                &["admin", "tls"],
+                "needs both `cert` and `key`, or `self_signed = true`",
+            ));
         }
         if self.admin.max_upload_bytes == 0 {
             out.push(invalid(&["admin", "max_upload_bytes"], "must be positive"));
