@@ -299,6 +299,8 @@ async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
     }));
     let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
     let out = dir.path().join("out");
+    // One start for every run: a changed start would reset the cursor.
+    let start = ago(3600);
     for hang_at in [2, 4] {
         let release = Arc::new(tokio::sync::Notify::new());
         {
@@ -312,7 +314,7 @@ async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
         // in the spool when sluice dies.
         let gw = Gateway::start(
             dir.path(),
-            &jc_config(&stub, &ago(3600), "limit = 3", SLOW_SINK),
+            &jc_config(&stub, &start, "limit = 3", SLOW_SINK),
         );
         wait_for(
             || state.event_requests() >= before + hang_at,
@@ -325,7 +327,7 @@ async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
     assert!(delivered(&out).is_empty());
     let gw = Gateway::start(
         dir.path(),
-        &jc_config(&stub, &ago(3600), "limit = 3", FAST_SINK),
+        &jc_config(&stub, &start, "limit = 3", FAST_SINK),
     );
     wait_delivered(&out, 14).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -345,7 +347,7 @@ fn j1_entity(id: &str, class: &str, begin_on: i64, version: i64, deleted: bool) 
     })
 }
 
-fn j1_config(stub: &stubs::Stub, extra: &str, sink: &str) -> String {
+fn j1_config(stub: &stubs::Stub, start: &str, extra: &str, sink: &str) -> String {
     config(&format!(
         r#"
 [sources.j1]
@@ -373,7 +375,6 @@ name = "time=%H%M%S"
 "#,
         url = stub.url(),
         ca = stub.cert.display(),
-        start = ago(86_400)
     ))
 }
 
@@ -415,7 +416,7 @@ async fn jupiterone_cdc_to_j1ds_layout() {
     let stub = stubs::jupiterone(dir.path(), state.clone()).await;
     let gw = Gateway::start(
         dir.path(),
-        &j1_config(&stub, "include_deleted = true", FAST_SINK),
+        &j1_config(&stub, &ago(86_400), "include_deleted = true", FAST_SINK),
     );
     let out = dir.path().join("out");
     let lines = wait_delivered(&out, 7).await;
@@ -510,7 +511,10 @@ async fn jupiterone_deferred_rate_limits_and_graphql_errors() {
         Fault::GraphqlError("429 Too Many Requests".into()),
     ]);
     let stub = stubs::jupiterone(dir.path(), state.clone()).await;
-    let gw = Gateway::start(dir.path(), &j1_config(&stub, "deferred = true", FAST_SINK));
+    let gw = Gateway::start(
+        dir.path(),
+        &j1_config(&stub, &ago(86_400), "deferred = true", FAST_SINK),
+    );
     let out = dir.path().join("out");
     wait_delivered(&out, 5).await;
     assert_once(&out, 5);
@@ -570,7 +574,9 @@ async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
         .unwrap()
         .extend([Fault::None, Fault::None, Fault::Hang(release.clone())]);
     let stub = stubs::jupiterone(dir.path(), state.clone()).await;
-    let gw = Gateway::start(dir.path(), &j1_config(&stub, "", SLOW_SINK));
+    // One start for both runs: a changed start would reset the cursor.
+    let start = ago(86_400);
+    let gw = Gateway::start(dir.path(), &j1_config(&stub, &start, "", SLOW_SINK));
     wait_for(
         || state.requests.lock().unwrap().len() >= 3,
         "the third page request",
@@ -578,7 +584,7 @@ async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
     .await;
     gw.kill9();
     release.notify_waiters();
-    let gw = Gateway::start(dir.path(), &j1_config(&stub, "", FAST_SINK));
+    let gw = Gateway::start(dir.path(), &j1_config(&stub, &start, "", FAST_SINK));
     let out = dir.path().join("out");
     wait_delivered(&out, 9).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
