@@ -66,9 +66,38 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Work with S3 sinks.
+    #[command(subcommand)]
+    S3(S3Command),
+    /// Print the least-privilege S3 bucket policy for sluice.
+    Policy {
+        /// The bucket.
+        #[arg(long)]
+        bucket: String,
+        /// The IAM principal (role or user ARN) sluice runs as.
+        #[arg(long)]
+        principal: String,
+        /// Limit writes to this key prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
     /// Work with transform components.
     #[command(subcommand)]
     Transform(TransformCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum S3Command {
+    /// Write each S3 sink's connection-test object (as J1DS does) and report
+    /// success or the exact S3 error.
+    Test {
+        /// The config file.
+        #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +260,12 @@ fn main() -> ExitCode {
             since,
             until,
         } => run_backfill(&config, &source, &since, until.as_deref()),
+        Command::Policy { bucket, principal, prefix } => {
+            let p = sluice::commands::s3::policy(&bucket, &principal, prefix.as_deref());
+            println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Command::S3(S3Command::Test { config, sink }) => s3_test(&config, sink.as_deref()),
         Command::Check { config } => match sluice::commands::check::check(&config) {
             Ok(summary) => {
                 println!("{}: ok ({summary})", config.display());
@@ -238,6 +273,33 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.into()),
         },
+    }
+}
+
+fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
+    let config = match sluice::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.into()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(sluice::commands::s3::test(&config, sink)) {
+        Ok(results) => {
+            let mut ok = true;
+            for r in results {
+                match r.outcome {
+                    Ok(object) => println!("{}: ok, wrote {object}", r.sink),
+                    Err(e) => {
+                        ok = false;
+                        println!("{}: FAILED: {e}", r.sink);
+                    }
+                }
+            }
+            if ok { ExitCode::SUCCESS } else { ExitCode::from(2) }
+        }
+        Err(e) => fail(&anyhow::anyhow!(e)),
     }
 }
 

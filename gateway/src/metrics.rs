@@ -40,6 +40,8 @@ pub struct Metrics {
     transform_swaps: IntCounterVec,
     transform_swap_seconds: HistogramVec,
     uploads_rejected: IntCounterVec,
+    sink_retries: IntCounterVec,
+    sink_stopped: prometheus::IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -271,6 +273,16 @@ impl Metrics {
                 "Component uploads refused, by reason.",
                 &["reason"],
             ),
+            sink_retries: counter(&r, "sluice_sink_retries_total", "Deliveries retried after a transient failure, per sink.", &["sink"]),
+            sink_stopped: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new("sluice_sink_stopped", "1 when a sink stopped on an error an operator must fix; its records stay spooled."),
+                    &["sink"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -442,6 +454,17 @@ impl Metrics {
             swap_ms = format!("{:.1}", seconds * 1e3),
             "transform activated"
         );
+    }
+
+    /// A sink will retry after a transient failure.
+    pub fn sink_retry(&self, sink: &str) {
+        self.sink_retries.with_label_values(&[sink]).inc();
+    }
+
+    /// A sink stopped for good; its records stay in the spool.
+    pub fn sink_stopped(&self, sink: &str, reason: &str) {
+        self.sink_stopped.with_label_values(&[sink]).set(1);
+        tracing::error!(sink, reason, "sink stopped; records stay in the spool until it is fixed and sluice restarted");
     }
 
     /// A component was uploaded and stored.

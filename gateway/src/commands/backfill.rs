@@ -73,7 +73,7 @@ pub async fn backfill(
             "--until must be after --since".into(),
         ));
     }
-    let core = Core::start(&config)?;
+    let core = Core::start(&config).await?;
     let Some((poller, _)) = core.poller(&config, source)? else {
         core.stop().await;
         return Err(BackfillError::NotAPoller(source.to_string()));

@@ -5,4 +5,5 @@ pub mod admin_client;
 pub mod backfill;
 pub mod check;
 pub mod run;
+pub mod s3;
 pub mod transform;

@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError, Secrets, SinkConfig, SourceConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::sinks::key::KeyTemplate;
-use crate::sinks::{self, ObjectSettings, SinkError};
+use crate::sinks::{self, NameStyle, ObjectSettings, SinkError};
 use crate::sources::jumpcloud::JumpCloud;
 use crate::sources::jupiterone::JupiterOne;
 use crate::sources::poller::{PollCtx, PollError, Poller, run_loop};
@@ -104,7 +104,7 @@ pub(crate) struct Core {
 
 impl Core {
     /// Opens the spool, loads and pins every transform, starts the sinks.
-    pub(crate) fn start(config: &Config) -> Result<Self, RunError> {
+    pub(crate) async fn start(config: &Config) -> Result<Self, RunError> {
         let secrets = config.resolve_secrets()?;
         let state_dir = config.state_dir();
         let metrics = Metrics::new();
@@ -158,47 +158,78 @@ impl Core {
         let handle = tokio::runtime::Handle::current();
         let mut sink_threads = Vec::new();
         for (name, s) in &config.sinks {
-            let SinkConfig::Local(l) = s;
             let sink_err = |source| RunError::Sink {
                 sink: name.clone(),
                 source,
             };
-            let store = sinks::local::LocalStore::open(config.path(&l.path)).map_err(sink_err)?;
-            let key = KeyTemplate::parse(&l.key).map_err(|e| {
-                sink_err(SinkError::Io {
-                    path: config.file.clone(),
-                    message: e.to_string(),
-                })
-            })?;
-            let name_template = match &l.name {
-                Some(n) => Some(KeyTemplate::parse(n).map_err(|e| {
+            let template = |t: &str| {
+                KeyTemplate::parse(t).map_err(|e| {
                     sink_err(SinkError::Io {
                         path: config.file.clone(),
                         message: e.to_string(),
                     })
-                })?),
-                None => None,
+                })
             };
-            let settings = ObjectSettings {
-                name: name.as_str().into(),
-                key,
-                object_name: name_template,
-                encoding: l.encoding,
-                compression: l.compression,
-                compression_level: l.compression_level,
-                rotate: l.rotate.clone(),
+            let (spool, metrics, handle, shutdown) = (spool.clone(), metrics.clone(), handle.clone(), shutdown.clone());
+            let sink_name: Arc<str> = name.as_str().into();
+            let thread = match s {
+                SinkConfig::Local(l) => {
+                    let store = sinks::local::LocalStore::open(config.path(&l.path)).map_err(sink_err)?;
+                    let settings = ObjectSettings {
+                        name: sink_name,
+                        key: template(&l.key)?,
+                        object_name: match &l.name {
+                            Some(n) => NameStyle::Template(template(n)?),
+                            None => NameStyle::Default,
+                        },
+                        encoding: l.encoding,
+                        compression: l.compression,
+                        compression_level: l.compression_level,
+                        rotate: l.rotate.clone(),
+                    };
+                    std::thread::Builder::new()
+                        .name(format!("sink-{name}"))
+                        .spawn(move || sinks::run(settings, store, spool, metrics, &handle, shutdown))
+                }
+                SinkConfig::S3(c) => {
+                    let layout = c.layout();
+                    let client = sinks::s3::client(c, c.ca_file.as_deref().map(|p| config.path(p)).as_deref(), secrets.s3.get(name).cloned())
+                        .await
+                        .map_err(|m| sink_err(SinkError::Fatal(m)))?;
+                    let temp = state_dir.join("sink-tmp").join(name);
+                    std::fs::create_dir_all(&temp).map_err(|e| sink_err(SinkError::io(&temp, &e)))?;
+                    let settings = ObjectSettings {
+                        name: sink_name,
+                        key: template(&layout.key)?,
+                        object_name: match layout.name.as_deref() {
+                            Some("{emnify_file}_%Y%m%d_%H%M%S") => NameStyle::Emnify,
+                            Some(n) => NameStyle::Template(template(n)?),
+                            None => NameStyle::Default,
+                        },
+                        encoding: layout.encoding,
+                        compression: layout.compression,
+                        compression_level: c.compression_level,
+                        rotate: c.rotate.clone(),
+                    };
+                    let cfg = c.clone();
+                    std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
+                        // The connection test proves credentials, TLS, the
+                        // owner guard and encryption before the first object.
+                        match handle.block_on(sinks::s3::S3Store::connection_test(&client, &cfg)) {
+                            Ok(key) => tracing::info!(sink = &*settings.name, bucket = cfg.bucket.as_str(), key, "S3 connection test written"),
+                            Err(f) if f.is_fatal() => {
+                                metrics.sink_failed(&settings.name, &f.code, &f.explain(&cfg));
+                                metrics.sink_stopped(&settings.name, &f.explain(&cfg));
+                                return;
+                            }
+                            Err(f) => metrics.sink_failed(&settings.name, &f.code, &f.explain(&cfg)),
+                        }
+                        let store = sinks::s3::S3Store::new(client, cfg, handle.clone(), temp);
+                        sinks::run(settings, store, spool, metrics, &handle, shutdown);
+                    })
+                }
             };
-            let (spool, metrics, handle, shutdown) = (
-                spool.clone(),
-                metrics.clone(),
-                handle.clone(),
-                shutdown.clone(),
-            );
-            let thread = std::thread::Builder::new()
-                .name(format!("sink-{name}"))
-                .spawn(move || sinks::run(settings, store, spool, metrics, &handle, shutdown))
-                .map_err(|e| sink_err(SinkError::io(&config.file, &e)))?;
-            sink_threads.push(thread);
+            sink_threads.push(thread.map_err(|e| sink_err(SinkError::io(&config.file, &e)))?);
         }
         Ok(Self {
             secrets,
@@ -296,7 +327,7 @@ impl Core {
 ///
 /// [`RunError`] when start-up fails; nothing is accepted then.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), RunError> {
-    let core = Core::start(&config)?;
+    let core = Core::start(&config).await?;
     let state_dir = core.state_dir.clone();
     let shutdown = core.shutdown.clone();
 

@@ -270,6 +270,8 @@ pub enum FailPolicy {
 pub enum SinkConfig {
     /// Files under a local directory.
     Local(crate::sinks::local::LocalConfig),
+    /// Objects in an S3 bucket (AWS or S3-compatible).
+    S3(crate::sinks::s3::S3Config),
 }
 
 /// How finished objects are compressed.
@@ -554,6 +556,7 @@ impl Config {
         for (name, s) in &self.sinks {
             match s {
                 SinkConfig::Local(l) => l.validate(name, &mut out),
+                SinkConfig::S3(c) => c.validate(name, &mut out),
             }
         }
         if let Some(tls) = &self.admin.tls
@@ -625,6 +628,18 @@ impl Config {
                 Err(e) => issues.push(invalid(&["sources", name, path], e)),
             }
         }
+        for (name, sink) in &self.sinks {
+            let SinkConfig::S3(c) = sink else { continue };
+            if let (Some(ak), Some(sk)) = (&c.access_key_id, &c.secret_access_key) {
+                match (ak.resolve(), sk.resolve()) {
+                    (Ok(a), Ok(s)) => {
+                        resolved.s3.insert(name.clone(), (a, s));
+                    }
+                    (Err(e), _) => issues.push(invalid(&["sinks", name, "access_key_id"], e)),
+                    (_, Err(e)) => issues.push(invalid(&["sinks", name, "secret_access_key"], e)),
+                }
+            }
+        }
         if let Some(token) = &self.admin.token {
             match token.resolve() {
                 Ok(v) => resolved.admin_token = Some(v),
@@ -663,6 +678,8 @@ pub struct Secrets {
     pub api: BTreeMap<String, SecretValue>,
     /// The admin API's bearer token.
     pub admin_token: Option<SecretValue>,
+    /// S3 sinks' static credentials, by sink.
+    pub s3: BTreeMap<String, (SecretValue, SecretValue)>,
 }
 
 fn resolve_auth(name: &str, auth: &AuthConfig) -> Result<ResolvedAuth, Invalid> {

@@ -11,6 +11,7 @@
 
 pub mod key;
 pub mod local;
+pub mod s3;
 
 use crate::config::{Compression, Invalid, RotateConfig, invalid};
 use crate::encoding::{EncodeError, Encoder, Encoding};
@@ -38,6 +39,18 @@ pub enum SinkError {
     /// The spool failed.
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    /// The store refused or failed the upload; worth retrying.
+    #[error("{message}")]
+    Remote {
+        /// The store's error code (`SlowDown`, `InternalError`, `network`, …).
+        code: String,
+        /// What happened and what to check.
+        message: String,
+    },
+    /// An error no retry can fix (credentials, the owner guard): the sink
+    /// stops and its records stay in the spool.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 impl SinkError {
@@ -48,10 +61,12 @@ impl SinkError {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         match self {
             SinkError::Io { .. } => "io",
             SinkError::Spool(_) => "spool",
+            SinkError::Remote { code, .. } => code,
+            SinkError::Fatal(_) => "fatal",
         }
     }
 }
@@ -77,8 +92,8 @@ pub struct ObjectSettings {
     pub name: Arc<str>,
     /// Key template.
     pub key: KeyTemplate,
-    /// Object name template (without extension); `None` for the default.
-    pub object_name: Option<KeyTemplate>,
+    /// How objects are named.
+    pub object_name: NameStyle,
     /// Encoding.
     pub encoding: Encoding,
     /// Compression.
@@ -121,6 +136,18 @@ pub(crate) fn validate_common(
     }
 }
 
+/// How finished objects are named (the folder comes from the key template).
+#[derive(Debug, Clone)]
+pub enum NameStyle {
+    /// `<UTC time with ms>-<random>`: unique without coordination.
+    Default,
+    /// A template rendered with the finish time, e.g. J1DS's `time=%H%M%S`.
+    Template(KeyTemplate),
+    /// emnify's `cdr_YYYYMMDD_HHmmss` (usage) / `events_YYYYMMDD_HHmmss`;
+    /// objects are kept apart by route.
+    Emnify,
+}
+
 /// Most objects open at once; beyond it the oldest is finished early.
 const MAX_OPEN: usize = 256;
 /// Rows read from the spool per query.
@@ -129,6 +156,7 @@ const READ_BATCH: usize = 2000;
 /// An object being written.
 struct OpenObject {
     prefix: String,
+    route: String,
     temp: PathBuf,
     writer: Box<dyn FinishWrite>,
     encoder: Encoder,
@@ -186,6 +214,10 @@ struct Delivery<S> {
     metrics: Metrics,
     open: HashMap<(String, Encoding), OpenObject>,
     seq: u64,
+    /// Per folder, the last second a templated name used: a name is never
+    /// given twice (the next object takes the next second), so no object
+    /// overwrites another even where nothing can be read back (S3).
+    last_named: HashMap<String, i64>,
 }
 
 /// Runs a sink until `shutdown` turns true, then finishes every open object
@@ -207,6 +239,7 @@ pub fn run<S: ObjectStore>(
         metrics,
         open: HashMap::new(),
         seq: 0,
+        last_named: HashMap::new(),
     };
     let mut cursor = 0i64;
     let mut backoff = Duration::from_millis(500);
@@ -227,9 +260,14 @@ pub fn run<S: ObjectStore>(
                 // is deleted twice, nothing undelivered is skipped.
                 d.abandon();
                 cursor = 0;
+                if let SinkError::Fatal(reason) = &e {
+                    d.metrics.sink_stopped(&d.settings.name, reason);
+                    return;
+                }
                 if stopping {
                     return;
                 }
+                d.metrics.sink_retry(&d.settings.name);
                 handle.block_on(async {
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -288,13 +326,19 @@ impl<S: ObjectStore> Delivery<S> {
             record,
         });
         let encoding = self.settings.encoding;
-        match self.append(&prefix, encoding, &row) {
+        // Objects are kept apart by folder, and by route where the name
+        // depends on it (emnify's cdr_/events_ files share one folder).
+        let group = match self.settings.object_name {
+            NameStyle::Emnify => format!("{prefix}\u{0}{}", row.route),
+            _ => prefix.clone(),
+        };
+        match self.append(&group, &prefix, encoding, &row) {
             Ok(()) => {}
             Err(Some(EncodeError::NewColumns(_))) => {
                 // CSV: a record with new columns starts a new object with
                 // its own header instead of being lost.
-                self.finish((prefix.clone(), encoding), handle)?;
-                if let Err(Some(e)) = self.append(&prefix, encoding, &row) {
+                self.finish((group.clone(), encoding), handle)?;
+                if let Err(Some(e)) = self.append(&group, &prefix, encoding, &row) {
                     self.reject(&row, &e)?;
                 }
             }
@@ -302,12 +346,12 @@ impl<S: ObjectStore> Delivery<S> {
             Err(None) => return Err(self.write_error(&prefix)),
         }
         let full = {
-            let o = &self.open[&(prefix.clone(), encoding)];
+            let o = &self.open[&(group.clone(), encoding)];
             o.raw_bytes >= self.settings.rotate.max_bytes
                 || o.ids.len() as u64 >= self.settings.rotate.max_records
         };
         if full {
-            self.finish((prefix, encoding), handle)?;
+            self.finish((group, encoding), handle)?;
         }
         if self.open.len() > MAX_OPEN {
             let oldest = self
@@ -338,7 +382,7 @@ impl<S: ObjectStore> Delivery<S> {
             ..row.clone()
         };
         let prefix = crate::pipeline::DEAD_LETTER_ROUTE.to_string();
-        self.append(&prefix, Encoding::Jsonl, &dead)
+        self.append(&prefix, &prefix, Encoding::Jsonl, &dead)
             .map_err(|_| self.write_error(&prefix))
     }
 
@@ -349,18 +393,19 @@ impl<S: ObjectStore> Delivery<S> {
         }
     }
 
-    /// Appends to the object for `prefix`, opening it if needed.
-    /// `Err(Some)` is an encoding problem (nothing written), `Err(None)` an
-    /// I/O failure.
+    /// Appends to the object of `group` (its folder `prefix`), opening it
+    /// if needed. `Err(Some)` is an encoding problem (nothing written),
+    /// `Err(None)` an I/O failure.
     fn append(
         &mut self,
+        group: &str,
         prefix: &str,
         encoding: Encoding,
         row: &Row,
     ) -> Result<(), Option<EncodeError>> {
-        let key = (prefix.to_string(), encoding);
+        let key = (group.to_string(), encoding);
         if !self.open.contains_key(&key) {
-            let o = self.open_object(prefix, encoding).map_err(|_| None)?;
+            let o = self.open_object(prefix, &row.route, encoding).map_err(|_| None)?;
             self.open.insert(key.clone(), o);
         }
         let o = self.open.get_mut(&key).ok_or(None)?;
@@ -385,7 +430,7 @@ impl<S: ObjectStore> Delivery<S> {
         Ok(())
     }
 
-    fn open_object(&mut self, prefix: &str, encoding: Encoding) -> Result<OpenObject, SinkError> {
+    fn open_object(&mut self, prefix: &str, route: &str, encoding: Encoding) -> Result<OpenObject, SinkError> {
         self.seq += 1;
         let temp = self.store.temp_dir().join(format!(
             "{}-{}-{}",
@@ -413,6 +458,7 @@ impl<S: ObjectStore> Delivery<S> {
         };
         Ok(OpenObject {
             prefix: prefix.to_string(),
+            route: route.to_string(),
             temp,
             writer,
             encoder: Encoder::new(encoding),
@@ -450,6 +496,7 @@ impl<S: ObjectStore> Delivery<S> {
         };
         let OpenObject {
             prefix,
+            route,
             temp,
             writer,
             ids,
@@ -464,24 +511,9 @@ impl<S: ObjectStore> Delivery<S> {
             .finish()
             .map_err(|e| SinkError::io(&temp, &e))
             .and_then(|()| {
-                let now = chrono::Utc::now();
                 let ext = extension(key.1, self.settings.compression);
-                let name = match &self.settings.object_name {
-                    Some(t) => {
-                        let ctx = KeyContext {
-                            route: "",
-                            source: "",
-                            time: now,
-                            record: None,
-                        };
-                        format!("{}.{ext}", t.render(&ctx))
-                    }
-                    None => format!(
-                        "{}-{:08x}.{ext}",
-                        now.format("%Y%m%dT%H%M%S%.3fZ"),
-                        rand::random::<u32>()
-                    ),
-                };
+                let name = self.object_name(&prefix, &route);
+                let name = format!("{name}.{ext}");
                 let object_key = if prefix.is_empty() {
                     name
                 } else {
@@ -502,6 +534,35 @@ impl<S: ObjectStore> Delivery<S> {
         self.metrics
             .object_written(&self.settings.name, &object_key, records, size, oldest_ms);
         Ok(())
+    }
+
+    /// The name (without extension) of an object finished now in `prefix`.
+    fn object_name(&mut self, prefix: &str, route: &str) -> String {
+        let now = chrono::Utc::now();
+        let template = match &self.settings.object_name {
+            NameStyle::Default => {
+                return format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>());
+            }
+            NameStyle::Template(t) => Some(t.clone()),
+            NameStyle::Emnify => None,
+        };
+        // Second-resolution names: never reuse a second in a folder.
+        let slot = format!("{prefix}\u{0}{route}");
+        let secs = now.timestamp().max(self.last_named.get(&slot).map_or(i64::MIN, |last| last + 1));
+        self.last_named.insert(slot, secs);
+        let at = chrono::DateTime::from_timestamp(secs, 0).unwrap_or(now);
+        match template {
+            Some(t) => t.render(&KeyContext {
+                route,
+                source: "",
+                time: at,
+                record: None,
+            }),
+            None => {
+                let kind = if route == "emnify.usage" { "cdr" } else { "events" };
+                format!("{kind}_{}", at.format("%Y%m%d_%H%M%S"))
+            }
+        }
     }
 
     /// Drops every open object without delivering it (after an error).

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# A real S3 server for the tests: Ceph radosgw (Debian's packages) on a
+# one-node memstore cluster, TLS with a test CA, SSE-KMS with the `testing`
+# backend, and nginx in front of it to answer a wrong
+# x-amz-expected-bucket-owner with 403 as AWS does (radosgw ignores it).
+# Recipe: ../shared/reference/s3-test-server.md (measured on this machine kind).
+#
+#   scripts/s3-test-server.sh up DIR     # install if needed, start, write DIR/env
+#   scripts/s3-test-server.sh down DIR   # stop every process by its PID file
+#
+# DIR/env holds the endpoints, CA, keys and bucket for the tests. `up` is
+# idempotent: when the servers in DIR answer, it changes nothing.
+set -euo pipefail
+cmd="${1:?usage: s3-test-server.sh up|down DIR}"
+D="$(mkdir -p "${2:?DIR}" && cd "$2" && pwd)"
+RGW_PORT=17443      # radosgw, TLS
+RGW_PLAIN=17480     # radosgw, plain, for nginx only (loopback)
+NGINX_PORT=17444    # nginx, TLS, owner check
+OWNER=123456789012  # the account nginx treats as the bucket owner
+
+stop() {
+  for p in nginx/nginx.pid run/rgw.pid run/osd.pid run/mon.pid; do
+    if [ -f "$D/$p" ]; then
+      kill "$(cat "$D/$p")" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$(cat "$D/$p")" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$(cat "$D/$p")" 2>/dev/null || true
+      rm -f "$D/$p"
+    fi
+  done
+}
+
+if [ "$cmd" = down ]; then
+  stop
+  exit 0
+fi
+[ "$cmd" = up ] || { echo "usage: s3-test-server.sh up|down DIR" >&2; exit 2; }
+
+if [ -f "$D/env" ] && curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1 \
+   && curl -fsS -o /dev/null --cacert "$D/pki/ca.pem" "https://localhost:$NGINX_PORT/" 2>/dev/null; then
+  exit 0
+fi
+stop
+
+if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v nginx >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd nginx >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd nginx >/dev/null; }
+fi
+
+rm -rf "$D"/{mon,osd,run,log,pki,nginx,ceph.conf,keyring,monmap,env}
+mkdir -p "$D"/{mon/ceph-a,osd/ceph-0,run,log,pki,nginx/logs}
+
+# Test CA (v3, CA:TRUE) and a server certificate with SANs: what rustls/webpki accepts.
+(
+  cd "$D/pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=sluice-test-ca" -keyout ca.key -out ca.pem \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+  printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=critical,digitalSignature,keyEncipherment' \
+    'extendedKeyUsage=serverAuth' 'subjectAltName=DNS:localhost,IP:127.0.0.1' > server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -out server.pem -extfile server.ext 2>/dev/null
+)
+
+FSID=$(cat /proc/sys/kernel/random/uuid)
+cat > "$D/ceph.conf" <<CONF
+[global]
+fsid = $FSID
+mon host = v1:127.0.0.1:16789
+mon initial members = a
+auth cluster required = none
+auth service required = none
+auth client required = none
+auth allow insecure global id reclaim = true
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+mon max pg per osd = 1000
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+osd crush chooseleaf type = 0
+osd objectstore = memstore
+memstore device bytes = 2147483648
+run dir = $D/run
+log file = $D/log/\$name.log
+admin socket = $D/run/\$name.asok
+ms bind ipv6 = false
+mon data = $D/mon/\$cluster-\$id
+osd data = $D/osd/\$cluster-\$id
+keyring = $D/keyring
+[client.rgw.test]
+rgw frontends = beast ssl_endpoint=127.0.0.1:$RGW_PORT ssl_certificate=$D/pki/server.pem ssl_private_key=$D/pki/server.key endpoint=127.0.0.1:$RGW_PLAIN
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = testkey-1=YmluCmJvb3N0CmJvb3N0LWJ1aWxkCmNlcGguY29uZgo= testkey-2=aWIKTWFrZWZpbGUKbWFuCm91dApzcmMKVGVzdGluZwo=
+rgw crypt require ssl = false
+rgw dns name = localhost
+CONF
+C="-c $D/ceph.conf"
+ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+monmaptool --create --add a v1:127.0.0.1:16789 --fsid "$FSID" "$D/monmap" >/dev/null
+ceph-mon $C --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring"
+ceph-mon $C -i a --pid-file "$D/run/mon.pid"
+ceph-osd $C -i 0 --mkfs >/dev/null 2>&1
+ceph $C osd create "$(cat "$D/osd/ceph-0/fsid")" 0 >/dev/null
+ceph-osd $C -i 0 --pid-file "$D/run/osd.pid" >/dev/null 2>&1
+radosgw $C -n client.rgw.test --pid-file "$D/run/rgw.pid"
+for _ in $(seq 1 120); do
+  curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1 && break
+  sleep 1
+done
+radosgw-admin $C user create --uid=test --display-name=test \
+  --access-key=RGWTESTACCESSKEY --secret-key=RGWTESTSECRETKEY0123456789 >/dev/null
+
+cat > "$D/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $D/nginx/nginx.pid;
+error_log $D/nginx/logs/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    log_format s3hdr '\$request_method \$request_uri status=\$status owner="\$http_x_amz_expected_bucket_owner" sse="\$http_x_amz_server_side_encryption"';
+    # AWS answers a wrong x-amz-expected-bucket-owner with 403; radosgw ignores the header.
+    map \$http_x_amz_expected_bucket_owner \$owner_mismatch { "" 0; "$OWNER" 0; default 1; }
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl;
+        server_name localhost;
+        ssl_certificate     $D/pki/server.pem;
+        ssl_certificate_key $D/pki/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        access_log $D/nginx/logs/s3.log s3hdr;
+        location / {
+            if (\$owner_mismatch) {
+                add_header Content-Type application/xml always;
+                return 403 '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>';
+            }
+            proxy_pass http://127.0.0.1:$RGW_PLAIN;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$http_host;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+nginx -p "$D/nginx/" -c "$D/nginx/nginx.conf"
+
+cat > "$D/env" <<ENV
+SLUICE_TEST_S3_ENDPOINT=https://localhost:$RGW_PORT
+SLUICE_TEST_S3_OWNER_ENDPOINT=https://localhost:$NGINX_PORT
+SLUICE_TEST_S3_OWNER=$OWNER
+SLUICE_TEST_S3_OWNER_LOG=$D/nginx/logs/s3.log
+SLUICE_TEST_S3_CA=$D/pki/ca.pem
+SLUICE_TEST_S3_ACCESS_KEY=RGWTESTACCESSKEY
+SLUICE_TEST_S3_SECRET_KEY=RGWTESTSECRETKEY0123456789
+SLUICE_TEST_S3_KMS_KEY=testkey-1
+ENV
+echo "s3 test server up: radosgw https://localhost:$RGW_PORT, nginx https://localhost:$NGINX_PORT (env: $D/env)"
