@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The test command: set up, then run every test of the workspace (native
-# unit tests of the SDK and transforms, the host, and the end-to-end tests
-# that run the real binary on real components).
+# The test command: set up, start the S3 test server (radosgw + nginx, see
+# scripts/s3-test-server.sh), run every test of the workspace (native unit
+# tests of the SDK and transforms, the host, and the end-to-end tests that
+# run the real binary on real components over real sockets and TLS), then
+# stop the server by its PID files, whatever the outcome.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --workspace --locked "$@"
+s3_dir="${CARGO_TARGET_DIR:-target}/s3-test-server"
+trap 'scripts/s3-test-server.sh down "$s3_dir"' EXIT
+scripts/s3-test-server.sh up "$s3_dir"
+SLUICE_S3_TEST_DIR="$(cd "$s3_dir" && pwd)" cargo test --workspace --locked "$@"

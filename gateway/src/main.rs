@@ -260,7 +260,11 @@ fn main() -> ExitCode {
             since,
             until,
         } => run_backfill(&config, &source, &since, until.as_deref()),
-        Command::Policy { bucket, principal, prefix } => {
+        Command::Policy {
+            bucket,
+            principal,
+            prefix,
+        } => {
             let p = sluice::commands::s3::policy(&bucket, &principal, prefix.as_deref());
             println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
             ExitCode::SUCCESS
@@ -281,7 +285,10 @@ fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.into()),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
     };
@@ -297,7 +304,11 @@ fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
                     }
                 }
             }
-            if ok { ExitCode::SUCCESS } else { ExitCode::from(2) }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
         }
         Err(e) => fail(&anyhow::anyhow!(e)),
     }

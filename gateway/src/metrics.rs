@@ -273,7 +273,12 @@ impl Metrics {
                 "Component uploads refused, by reason.",
                 &["reason"],
             ),
-            sink_retries: counter(&r, "sluice_sink_retries_total", "Deliveries retried after a transient failure, per sink.", &["sink"]),
+            sink_retries: counter(
+                &r,
+                "sluice_sink_retries_total",
+                "Deliveries retried after a transient failure, per sink.",
+                &["sink"],
+            ),
             sink_stopped: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new("sluice_sink_stopped", "1 when a sink stopped on an error an operator must fix; its records stay spooled."),
@@ -464,7 +469,11 @@ impl Metrics {
     /// A sink stopped for good; its records stay in the spool.
     pub fn sink_stopped(&self, sink: &str, reason: &str) {
         self.sink_stopped.with_label_values(&[sink]).set(1);
-        tracing::error!(sink, reason, "sink stopped; records stay in the spool until it is fixed and sluice restarted");
+        tracing::error!(
+            sink,
+            reason,
+            "sink stopped; records stay in the spool until it is fixed and sluice restarted"
+        );
     }
 
     /// A component was uploaded and stored.

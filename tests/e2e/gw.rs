@@ -56,9 +56,15 @@ impl Gateway {
 
     /// Starts `sluice run` on the config already in `dir`.
     pub fn start_existing(dir: &Path) -> Self {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Starts `sluice run` on the config in `dir`, with extra environment.
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", "--config"])
             .arg(dir.join("sluice.toml"))
+            .envs(env.iter().copied())
             .env("SLUICE_CACHE_DIR", shared_cache())
             .env("SLUICE_LOG", "info")
             .stdout(Stdio::piped())

@@ -11,5 +11,6 @@ mod gw;
 mod hostile;
 mod pollers;
 mod push;
+mod s3;
 mod stubs;
 mod support;

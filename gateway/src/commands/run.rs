@@ -170,11 +170,17 @@ impl Core {
                     })
                 })
             };
-            let (spool, metrics, handle, shutdown) = (spool.clone(), metrics.clone(), handle.clone(), shutdown.clone());
+            let (spool, metrics, handle, shutdown) = (
+                spool.clone(),
+                metrics.clone(),
+                handle.clone(),
+                shutdown.clone(),
+            );
             let sink_name: Arc<str> = name.as_str().into();
             let thread = match s {
                 SinkConfig::Local(l) => {
-                    let store = sinks::local::LocalStore::open(config.path(&l.path)).map_err(sink_err)?;
+                    let store =
+                        sinks::local::LocalStore::open(config.path(&l.path)).map_err(sink_err)?;
                     let settings = ObjectSettings {
                         name: sink_name,
                         key: template(&l.key)?,
@@ -189,15 +195,22 @@ impl Core {
                     };
                     std::thread::Builder::new()
                         .name(format!("sink-{name}"))
-                        .spawn(move || sinks::run(settings, store, spool, metrics, &handle, shutdown))
+                        .spawn(move || {
+                            sinks::run(settings, store, spool, metrics, &handle, shutdown)
+                        })
                 }
                 SinkConfig::S3(c) => {
                     let layout = c.layout();
-                    let client = sinks::s3::client(c, c.ca_file.as_deref().map(|p| config.path(p)).as_deref(), secrets.s3.get(name).cloned())
-                        .await
-                        .map_err(|m| sink_err(SinkError::Fatal(m)))?;
+                    let client = sinks::s3::client(
+                        c,
+                        c.ca_file.as_deref().map(|p| config.path(p)).as_deref(),
+                        secrets.s3.get(name).cloned(),
+                    )
+                    .await
+                    .map_err(|m| sink_err(SinkError::Fatal(m)))?;
                     let temp = state_dir.join("sink-tmp").join(name);
-                    std::fs::create_dir_all(&temp).map_err(|e| sink_err(SinkError::io(&temp, &e)))?;
+                    std::fs::create_dir_all(&temp)
+                        .map_err(|e| sink_err(SinkError::io(&temp, &e)))?;
                     let settings = ObjectSettings {
                         name: sink_name,
                         key: template(&layout.key)?,
@@ -212,21 +225,32 @@ impl Core {
                         rotate: c.rotate.clone(),
                     };
                     let cfg = c.clone();
-                    std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
-                        // The connection test proves credentials, TLS, the
-                        // owner guard and encryption before the first object.
-                        match handle.block_on(sinks::s3::S3Store::connection_test(&client, &cfg)) {
-                            Ok(key) => tracing::info!(sink = &*settings.name, bucket = cfg.bucket.as_str(), key, "S3 connection test written"),
-                            Err(f) if f.is_fatal() => {
-                                metrics.sink_failed(&settings.name, &f.code, &f.explain(&cfg));
-                                metrics.sink_stopped(&settings.name, &f.explain(&cfg));
-                                return;
+                    std::thread::Builder::new()
+                        .name(format!("sink-{name}"))
+                        .spawn(move || {
+                            // The connection test proves credentials, TLS, the
+                            // owner guard and encryption before the first object.
+                            match handle
+                                .block_on(sinks::s3::S3Store::connection_test(&client, &cfg))
+                            {
+                                Ok(key) => tracing::info!(
+                                    sink = &*settings.name,
+                                    bucket = cfg.bucket.as_str(),
+                                    key,
+                                    "S3 connection test written"
+                                ),
+                                Err(f) if f.is_fatal() => {
+                                    metrics.sink_failed(&settings.name, &f.code, &f.explain(&cfg));
+                                    metrics.sink_stopped(&settings.name, &f.explain(&cfg));
+                                    return;
+                                }
+                                Err(f) => {
+                                    metrics.sink_failed(&settings.name, &f.code, &f.explain(&cfg))
+                                }
                             }
-                            Err(f) => metrics.sink_failed(&settings.name, &f.code, &f.explain(&cfg)),
-                        }
-                        let store = sinks::s3::S3Store::new(client, cfg, handle.clone(), temp);
-                        sinks::run(settings, store, spool, metrics, &handle, shutdown);
-                    })
+                            let store = sinks::s3::S3Store::new(client, cfg, handle.clone(), temp);
+                            sinks::run(settings, store, spool, metrics, &handle, shutdown);
+                        })
                 }
             };
             sink_threads.push(thread.map_err(|e| sink_err(SinkError::io(&config.file, &e)))?);

@@ -82,14 +82,27 @@ pub fn policy(bucket: &str, principal: &str, prefix: Option<&str>) -> serde_json
 mod tests {
     #[test]
     fn policy_allows_put_on_the_prefix_and_denies_plain_http() {
-        let p = super::policy("lake", "arn:aws:iam::111122223333:role/sluice", Some("/jupiterone/"));
+        let p = super::policy(
+            "lake",
+            "arn:aws:iam::111122223333:role/sluice",
+            Some("/jupiterone/"),
+        );
         let s = &p["Statement"];
         assert_eq!(s[0]["Resource"], "arn:aws:s3:::lake/jupiterone/*");
-        assert_eq!(s[0]["Action"], serde_json::json!(["s3:PutObject", "s3:AbortMultipartUpload"]));
-        assert_eq!(s[0]["Principal"]["AWS"], "arn:aws:iam::111122223333:role/sluice");
+        assert_eq!(
+            s[0]["Action"],
+            serde_json::json!(["s3:PutObject", "s3:AbortMultipartUpload"])
+        );
+        assert_eq!(
+            s[0]["Principal"]["AWS"],
+            "arn:aws:iam::111122223333:role/sluice"
+        );
         assert_eq!(s[1]["Effect"], "Deny");
         assert_eq!(s[1]["Condition"]["Bool"]["aws:SecureTransport"], "false");
         let text = p.to_string();
-        assert!(!text.contains("GetObject") && !text.contains("ListBucket"), "write-only");
+        assert!(
+            !text.contains("GetObject") && !text.contains("ListBucket"),
+            "write-only"
+        );
     }
 }

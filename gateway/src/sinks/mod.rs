@@ -405,7 +405,9 @@ impl<S: ObjectStore> Delivery<S> {
     ) -> Result<(), Option<EncodeError>> {
         let key = (group.to_string(), encoding);
         if !self.open.contains_key(&key) {
-            let o = self.open_object(prefix, &row.route, encoding).map_err(|_| None)?;
+            let o = self
+                .open_object(prefix, &row.route, encoding)
+                .map_err(|_| None)?;
             self.open.insert(key.clone(), o);
         }
         let o = self.open.get_mut(&key).ok_or(None)?;
@@ -430,7 +432,12 @@ impl<S: ObjectStore> Delivery<S> {
         Ok(())
     }
 
-    fn open_object(&mut self, prefix: &str, route: &str, encoding: Encoding) -> Result<OpenObject, SinkError> {
+    fn open_object(
+        &mut self,
+        prefix: &str,
+        route: &str,
+        encoding: Encoding,
+    ) -> Result<OpenObject, SinkError> {
         self.seq += 1;
         let temp = self.store.temp_dir().join(format!(
             "{}-{}-{}",
@@ -541,14 +548,20 @@ impl<S: ObjectStore> Delivery<S> {
         let now = chrono::Utc::now();
         let template = match &self.settings.object_name {
             NameStyle::Default => {
-                return format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>());
+                return format!(
+                    "{}-{:08x}",
+                    now.format("%Y%m%dT%H%M%S%.3fZ"),
+                    rand::random::<u32>()
+                );
             }
             NameStyle::Template(t) => Some(t.clone()),
             NameStyle::Emnify => None,
         };
         // Second-resolution names: never reuse a second in a folder.
         let slot = format!("{prefix}\u{0}{route}");
-        let secs = now.timestamp().max(self.last_named.get(&slot).map_or(i64::MIN, |last| last + 1));
+        let secs = now
+            .timestamp()
+            .max(self.last_named.get(&slot).map_or(i64::MIN, |last| last + 1));
         self.last_named.insert(slot, secs);
         let at = chrono::DateTime::from_timestamp(secs, 0).unwrap_or(now);
         match template {
@@ -559,7 +572,11 @@ impl<S: ObjectStore> Delivery<S> {
                 record: None,
             }),
             None => {
-                let kind = if route == "emnify.usage" { "cdr" } else { "events" };
+                let kind = if route == "emnify.usage" {
+                    "cdr"
+                } else {
+                    "events"
+                };
                 format!("{kind}_{}", at.format("%Y%m%d_%H%M%S"))
             }
         }

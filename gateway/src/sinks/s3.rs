@@ -11,7 +11,9 @@
 //! errors stop the sink with a message that says what to check.
 
 use super::{ObjectStore, SinkError};
-use crate::config::{Compression, Invalid, RotateConfig, Secret, SecretValue, check_key_template, invalid};
+use crate::config::{
+    Compression, Invalid, RotateConfig, Secret, SecretValue, check_key_template, invalid,
+};
 use crate::encoding::Encoding;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
@@ -138,11 +140,27 @@ impl S3Config {
                 Compression::Gzip,
             ),
             // `{emnify_file}` is `cdr` for usage records, `events` otherwise.
-            Some(Preset::Emnify) => ("", "", Some("{emnify_file}_%Y%m%d_%H%M%S"), Encoding::Csv, Compression::None),
-            None => ("", "{route}/%Y/%m/%d", None, Encoding::Jsonl, Compression::None),
+            Some(Preset::Emnify) => (
+                "",
+                "",
+                Some("{emnify_file}_%Y%m%d_%H%M%S"),
+                Encoding::Csv,
+                Compression::None,
+            ),
+            None => (
+                "",
+                "{route}/%Y/%m/%d",
+                None,
+                Encoding::Jsonl,
+                Compression::None,
+            ),
         };
         Layout {
-            prefix: if self.prefix.is_empty() { prefix.to_string() } else { self.prefix.clone() },
+            prefix: if self.prefix.is_empty() {
+                prefix.to_string()
+            } else {
+                self.prefix.clone()
+            },
             key: self.key.clone().unwrap_or_else(|| key.to_string()),
             name: self.name.clone().or_else(|| name.map(str::to_string)),
             encoding: self.encoding.unwrap_or(encoding),
@@ -153,22 +171,31 @@ impl S3Config {
     /// Checks values (no I/O). An `http://` endpoint is refused: there is
     /// no switch to allow it.
     pub(crate) fn validate(&self, name: &str, out: &mut Vec<Invalid>) {
-        let at = |k: &'static str| [ "sinks", name, k ];
+        let at = |k: &'static str| ["sinks", name, k];
         if let Some(e) = &self.endpoint
             && !e.starts_with("https://")
         {
-            out.push(invalid(&at("endpoint"), "must be https:// (sluice delivers over TLS only; there is no override)"));
+            out.push(invalid(
+                &at("endpoint"),
+                "must be https:// (sluice delivers over TLS only; there is no override)",
+            ));
         }
         if self.bucket.is_empty() {
             out.push(invalid(&at("bucket"), "must not be empty"));
         }
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
-            out.push(invalid(&at("access_key_id"), "set both access_key_id and secret_access_key, or neither (AWS chain)"));
+            out.push(invalid(
+                &at("access_key_id"),
+                "set both access_key_id and secret_access_key, or neither (AWS chain)",
+            ));
         }
         if let Some(o) = &self.expected_bucket_owner
             && !(o.len() == 12 && o.bytes().all(|b| b.is_ascii_digit()))
         {
-            out.push(invalid(&at("expected_bucket_owner"), "an AWS account id: 12 digits"));
+            out.push(invalid(
+                &at("expected_bucket_owner"),
+                "an AWS account id: 12 digits",
+            ));
         }
         match self.sse.as_deref() {
             None | Some("AES256" | "aws:kms") => {}
@@ -178,7 +205,10 @@ impl S3Config {
             out.push(invalid(&at("kms_key_id"), "needs sse = \"aws:kms\""));
         }
         if self.part_size_bytes < (5 << 20) {
-            out.push(invalid(&at("part_size_bytes"), "S3 parts are at least 5 MiB"));
+            out.push(invalid(
+                &at("part_size_bytes"),
+                "S3 parts are at least 5 MiB",
+            ));
         }
         if self.prefix.starts_with('/') || self.prefix.contains("..") {
             out.push(invalid(&at("prefix"), "must be relative, without `..`"));
@@ -190,7 +220,13 @@ impl S3Config {
         {
             check_key_template(&["sinks", name, "name"], n, out);
         }
-        super::validate_common(name, layout.compression, self.compression_level, &self.rotate, out);
+        super::validate_common(
+            name,
+            layout.compression,
+            self.compression_level,
+            &self.rotate,
+            out,
+        );
     }
 }
 
@@ -204,7 +240,9 @@ pub struct S3Store {
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Store").field("bucket", &self.cfg.bucket).finish_non_exhaustive()
+        f.debug_struct("S3Store")
+            .field("bucket", &self.cfg.bucket)
+            .finish_non_exhaustive()
     }
 }
 
@@ -214,16 +252,25 @@ impl std::fmt::Debug for S3Store {
 /// # Errors
 ///
 /// A message when the CA file cannot be read or the TLS setup fails.
-pub async fn client(cfg: &S3Config, ca_file: Option<&Path>, keys: Option<(SecretValue, SecretValue)>) -> Result<aws_sdk_s3::Client, String> {
+pub async fn client(
+    cfg: &S3Config,
+    ca_file: Option<&Path>,
+    keys: Option<(SecretValue, SecretValue)>,
+) -> Result<aws_sdk_s3::Client, String> {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
     let mut trust = TrustStore::empty().with_native_roots(true);
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         trust = trust.with_pem_certificate(pem);
     }
-    let tls_context = TlsContext::builder().with_trust_store(trust).build().map_err(|e| e.to_string())?;
+    let tls_context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| e.to_string())?;
     let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .tls_context(tls_context)
         .build_https();
     let region = aws_config::Region::new(cfg.region.clone());
@@ -232,7 +279,8 @@ pub async fn client(cfg: &S3Config, ca_file: Option<&Path>, keys: Option<(Secret
         .region(region)
         .load()
         .await;
-    let mut b = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style.unwrap_or(cfg.endpoint.is_some()));
+    let mut b = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(cfg.path_style.unwrap_or(cfg.endpoint.is_some()));
     if let Some(e) = &cfg.endpoint {
         b = b.endpoint_url(e.clone());
     }
@@ -246,7 +294,9 @@ pub async fn client(cfg: &S3Config, ca_file: Option<&Path>, keys: Option<(Secret
         ));
     }
     b = b.request_checksum_calculation(match cfg.checksum {
-        ChecksumMode::WhenSupported => aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported,
+        ChecksumMode::WhenSupported => {
+            aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported
+        }
         ChecksumMode::WhenRequired => aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
     });
     Ok(aws_sdk_s3::Client::from_conf(b.build()))
@@ -264,7 +314,9 @@ pub struct S3Failure {
 }
 
 impl S3Failure {
-    fn from_sdk<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &aws_sdk_s3::error::SdkError<E>) -> Self {
+    fn from_sdk<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        e: &aws_sdk_s3::error::SdkError<E>,
+    ) -> Self {
         let status = e.raw_response().map(|r| r.status().as_u16());
         match e.as_service_error() {
             Some(se) => S3Failure {
@@ -273,7 +325,11 @@ impl S3Failure {
                 message: se.message().unwrap_or("").to_string(),
             },
             None => S3Failure {
-                code: if status.is_some() { "Unknown".into() } else { "network".into() },
+                code: if status.is_some() {
+                    "Unknown".into()
+                } else {
+                    "network".into()
+                },
                 status,
                 message: aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
             },
@@ -285,21 +341,39 @@ impl S3Failure {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self.code.as_str(),
-            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "NoSuchBucket" | "AllAccessDisabled" | "InvalidArgument"
+            "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "NoSuchBucket"
+                | "AllAccessDisabled"
+                | "InvalidArgument"
         ) || self.status == Some(403)
     }
 
     /// What to tell the operator.
     pub fn explain(&self, cfg: &S3Config) -> String {
-        let base = format!("S3 {} ({}): {}", self.code, self.status.map_or("no answer".into(), |s| s.to_string()), self.message);
+        let base = format!(
+            "S3 {} ({}): {}",
+            self.code,
+            self.status.map_or("no answer".into(), |s| s.to_string()),
+            self.message
+        );
         match (self.code.as_str(), &cfg.expected_bucket_owner) {
             ("AccessDenied", Some(owner)) => format!(
                 "{base}. Check that bucket {:?} is owned by account {owner} (expected_bucket_owner), and that the credentials may s3:PutObject on it",
                 cfg.bucket
             ),
-            ("AccessDenied", None) => format!("{base}. Check that the credentials may s3:PutObject on bucket {:?}", cfg.bucket),
-            ("InvalidAccessKeyId" | "SignatureDoesNotMatch", _) => format!("{base}. Check the access key id and secret"),
-            ("NoSuchBucket", _) => format!("{base}. Check the bucket name {:?} and region {:?}", cfg.bucket, cfg.region),
+            ("AccessDenied", None) => format!(
+                "{base}. Check that the credentials may s3:PutObject on bucket {:?}",
+                cfg.bucket
+            ),
+            ("InvalidAccessKeyId" | "SignatureDoesNotMatch", _) => {
+                format!("{base}. Check the access key id and secret")
+            }
+            ("NoSuchBucket", _) => format!(
+                "{base}. Check the bucket name {:?} and region {:?}",
+                cfg.bucket, cfg.region
+            ),
             _ => base,
         }
     }
@@ -307,8 +381,18 @@ impl S3Failure {
 
 impl S3Store {
     /// A store for one sink. `temp` holds objects being built.
-    pub fn new(client: aws_sdk_s3::Client, cfg: S3Config, handle: tokio::runtime::Handle, temp: PathBuf) -> Self {
-        Self { client, cfg, handle, temp }
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        cfg: S3Config,
+        handle: tokio::runtime::Handle,
+        temp: PathBuf,
+    ) -> Self {
+        Self {
+            client,
+            cfg,
+            handle,
+            temp,
+        }
     }
 
     /// Writes `<prefix>.connection-test`, as J1DS does, to prove the
@@ -317,10 +401,17 @@ impl S3Store {
     /// # Errors
     ///
     /// The classified S3 failure.
-    pub async fn connection_test(client: &aws_sdk_s3::Client, cfg: &S3Config) -> Result<String, S3Failure> {
+    pub async fn connection_test(
+        client: &aws_sdk_s3::Client,
+        cfg: &S3Config,
+    ) -> Result<String, S3Failure> {
         let key = format!("{}.connection-test", cfg.layout().prefix);
-        let body = format!("sluice connection test {}\n", chrono::Utc::now().to_rfc3339());
-        let md5 = (cfg.checksum == ChecksumMode::WhenRequired).then(|| content_md5(body.as_bytes()));
+        let body = format!(
+            "sluice connection test {}\n",
+            chrono::Utc::now().to_rfc3339()
+        );
+        let md5 =
+            (cfg.checksum == ChecksumMode::WhenRequired).then(|| content_md5(body.as_bytes()));
         apply_put(client.put_object(), cfg)
             .key(&key)
             .set_content_md5(md5)
@@ -350,9 +441,17 @@ impl S3Store {
     /// Streams the file in parts; aborts the upload if any part fails.
     async fn multipart(&self, temp: &Path, key: &str) -> Result<(), S3Failure> {
         let c = &self.cfg;
-        let mut create = self.client.create_multipart_upload().bucket(&c.bucket).key(key).set_expected_bucket_owner(c.expected_bucket_owner.clone());
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&c.bucket)
+            .key(key)
+            .set_expected_bucket_owner(c.expected_bucket_owner.clone());
         if let Some(sse) = &c.sse {
-            create = create.server_side_encryption(ServerSideEncryption::from(sse.as_str())).set_ssekms_key_id(c.kms_key_id.clone()).set_bucket_key_enabled(c.bucket_key);
+            create = create
+                .server_side_encryption(ServerSideEncryption::from(sse.as_str()))
+                .set_ssekms_key_id(c.kms_key_id.clone())
+                .set_bucket_key_enabled(c.bucket_key);
         }
         let upload = create.send().await.map_err(|e| S3Failure::from_sdk(&e))?;
         let id = upload.upload_id().unwrap_or_default().to_string();
@@ -366,7 +465,11 @@ impl S3Store {
                     .key(key)
                     .upload_id(&id)
                     .set_expected_bucket_owner(c.expected_bucket_owner.clone())
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await;
                 match done {
@@ -385,7 +488,12 @@ impl S3Store {
         }
     }
 
-    async fn parts(&self, temp: &Path, key: &str, id: &str) -> Result<Vec<CompletedPart>, S3Failure> {
+    async fn parts(
+        &self,
+        temp: &Path,
+        key: &str,
+        id: &str,
+    ) -> Result<Vec<CompletedPart>, S3Failure> {
         let c = &self.cfg;
         let mut file = std::fs::File::open(temp).map_err(|e| local(temp, &e))?;
         let mut parts = Vec::new();
@@ -417,7 +525,12 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|e| S3Failure::from_sdk(&e))?;
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_string)).build());
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build(),
+            );
             if filled < buf.len() {
                 break;
             }
@@ -441,8 +554,13 @@ impl S3Store {
     }
 }
 
-fn apply_put(put: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder, c: &S3Config) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
-    let mut put = put.bucket(&c.bucket).set_expected_bucket_owner(c.expected_bucket_owner.clone());
+fn apply_put(
+    put: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    c: &S3Config,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    let mut put = put
+        .bucket(&c.bucket)
+        .set_expected_bucket_owner(c.expected_bucket_owner.clone());
     if let Some(sse) = &c.sse {
         put = put
             .server_side_encryption(ServerSideEncryption::from(sse.as_str()))
@@ -472,7 +590,9 @@ impl ObjectStore for S3Store {
     }
 
     fn deliver(&mut self, temp: &Path, key: &str) -> Result<u64, SinkError> {
-        let size = std::fs::metadata(temp).map_err(|e| SinkError::io(temp, &e))?.len();
+        let size = std::fs::metadata(temp)
+            .map_err(|e| SinkError::io(temp, &e))?
+            .len();
         let full_key = format!("{}{key}", self.cfg.layout().prefix);
         match self.handle.block_on(self.put(temp, &full_key, size)) {
             Ok(()) => Ok(size),

@@ -1,0 +1,546 @@
+//! The S3 sink against a real S3 server over HTTPS: Ceph radosgw (Debian's
+//! packages, one-node memstore cluster, test CA, SSE-KMS `testing`
+//! backend), with nginx in front answering a wrong expected bucket owner
+//! with 403 as AWS does. `scripts/s3-test-server.sh` starts them; the tests
+//! start it themselves when it is not running.
+
+use crate::gw::{Gateway, config, metric_value};
+use hyper::StatusCode;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The test server's settings (its `env` file).
+pub struct S3Env(BTreeMap<String, String>);
+
+impl S3Env {
+    fn get(&self, k: &str) -> &str {
+        self.0.get(k).map_or_else(
+            || panic!("{k} missing from the s3 test server's env"),
+            String::as_str,
+        )
+    }
+}
+
+/// Starts the test server once per test binary (idempotent script).
+pub fn s3_env() -> &'static S3Env {
+    static ENV: OnceLock<S3Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let dir = std::env::var("SLUICE_S3_TEST_DIR")
+            .unwrap_or_else(|_| format!("{}/../s3-test-server", env!("CARGO_TARGET_TMPDIR")));
+        let status = std::process::Command::new(format!("{root}/scripts/s3-test-server.sh"))
+            .args(["up", &dir])
+            .status()
+            .expect("run scripts/s3-test-server.sh");
+        assert!(
+            status.success(),
+            "scripts/s3-test-server.sh up {dir} failed"
+        );
+        let text = std::fs::read_to_string(format!("{dir}/env")).unwrap();
+        S3Env(
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    })
+}
+
+/// An S3 client with full rights, for the tests to create buckets and read
+/// back what the (write-only) sink wrote.
+async fn admin_client(env: &S3Env) -> aws_sdk_s3::Client {
+    let cfg: sluice::sinks::s3::S3Config = toml::from_str(&format!(
+        "bucket = \"x\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nchecksum = \"when_required\"",
+        env.get("SLUICE_TEST_S3_ENDPOINT")
+    ))
+    .unwrap();
+    let keys = (
+        sluice::config::SecretValue::new(env.get("SLUICE_TEST_S3_ACCESS_KEY")),
+        sluice::config::SecretValue::new(env.get("SLUICE_TEST_S3_SECRET_KEY")),
+    );
+    sluice::sinks::s3::client(
+        &cfg,
+        Some(std::path::Path::new(env.get("SLUICE_TEST_S3_CA"))),
+        Some(keys),
+    )
+    .await
+    .unwrap()
+}
+
+async fn new_bucket(client: &aws_sdk_s3::Client) -> String {
+    let name = format!("sluice-{:08x}", rand::random::<u32>());
+    client.create_bucket().bucket(&name).send().await.unwrap();
+    name
+}
+
+/// Every object: key → (bytes, sse, kms key id).
+async fn objects(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> BTreeMap<String, (Vec<u8>, Option<String>, Option<String>)> {
+    let mut out = BTreeMap::new();
+    let list = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    for o in list.contents() {
+        let key = o.key().unwrap().to_string();
+        let got = client
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let sse = got.server_side_encryption().map(|s| s.as_str().to_string());
+        let kms = got.ssekms_key_id().map(str::to_string);
+        let bytes = got.body.collect().await.unwrap().into_bytes().to_vec();
+        out.insert(key, (bytes, sse, kms));
+    }
+    out
+}
+
+fn lines_of(key: &str, bytes: &[u8]) -> Vec<String> {
+    let text = if key.ends_with(".gz") {
+        let mut s = String::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    } else {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    text.lines().map(str::to_string).collect()
+}
+
+/// Data objects (not the connection test) and their lines.
+async fn wait_lines(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    n: usize,
+) -> BTreeMap<String, Vec<String>> {
+    for _ in 0..300 {
+        let objs = objects(client, bucket).await;
+        let data: BTreeMap<String, Vec<String>> = objs
+            .iter()
+            .filter(|(k, _)| !k.ends_with(".connection-test"))
+            .map(|(k, (b, _, _))| (k.clone(), lines_of(k, b)))
+            .collect();
+        if data.values().map(Vec::len).sum::<usize>() >= n {
+            return data;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "fewer than {n} records reached the bucket: {:?}",
+        objects(client, bucket).await.keys().collect::<Vec<_>>()
+    );
+}
+
+fn s3_sink(env: &S3Env, bucket: &str, extra: &str) -> String {
+    format!(
+        r#"
+[sinks.lake]
+type = "s3"
+bucket = "{bucket}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+ca_file = "{ca}"
+access_key_id = "{ak}"
+secret_access_key = "${{env:SLUICE_TEST_S3_SECRET}}"
+checksum = "when_required"
+rotate = {{ max_age_secs = 0.3 }}
+{extra}
+"#,
+        endpoint = env.get("SLUICE_TEST_S3_ENDPOINT"),
+        ca = env.get("SLUICE_TEST_S3_CA"),
+        ak = env.get("SLUICE_TEST_S3_ACCESS_KEY"),
+    )
+}
+
+fn push_to(sink_cfg: &str, transforms: &str) -> String {
+    config(&format!(
+        r#"
+[sources.s]
+type = "push"
+listener = "https"
+auth = {{ type = "none" }}
+max_body_bytes = 4194304
+
+[pipelines.p]
+source = "s"
+sink = "lake"
+{transforms}
+{sink_cfg}"#
+    ))
+}
+
+fn start(dir: &std::path::Path, cfg: &str) -> Gateway {
+    // The secret comes from the environment, as it would in production.
+    std::fs::write(dir.join("sluice.toml"), cfg).unwrap();
+    Gateway::start_with_env(
+        dir,
+        &[(
+            "SLUICE_TEST_S3_SECRET",
+            s3_env().get("SLUICE_TEST_S3_SECRET_KEY"),
+        )],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_land_encrypted_with_kms_after_a_connection_test() {
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let bucket = new_bucket(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = s3_sink(
+        env,
+        &bucket,
+        "prefix = \"lake/\"\nkey = \"{route}/%Y\"\ncompression = \"gzip\"\nsse = \"aws:kms\"\nkms_key_id = \"testkey-1\"\nbucket_key = true",
+    );
+    let gw = start(dir.path(), &push_to(&sink, ""));
+    let body: String = (0..5).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    assert_eq!(
+        gw.client().push("s", &[], body).await.status,
+        StatusCode::OK
+    );
+    let data = wait_lines(&admin, &bucket, 5).await;
+    let (key, lines) = data.iter().next().unwrap();
+    assert!(
+        key.starts_with("lake/s/") && key.ends_with(".jsonl.gz"),
+        "{key}"
+    );
+    assert_eq!(lines.len(), 5);
+    let all = objects(&admin, &bucket).await;
+    assert!(
+        all.contains_key("lake/.connection-test"),
+        "{:?}",
+        all.keys()
+    );
+    let (_, sse, kms) = &all[key];
+    assert_eq!(
+        (sse.as_deref(), kms.as_deref()),
+        (Some("aws:kms"), Some("testkey-1")),
+        "really encrypted with the KMS key"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "sluice_spool_records"), 0.0);
+    assert!(metric_value(&m, "sluice_sink_objects_total{sink=\"lake\"}") >= 1.0);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_go_up_by_multipart() {
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let bucket = new_bucket(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = s3_sink(env, &bucket, "multipart_threshold_bytes = 6291456\npart_size_bytes = 5242880\nsse = \"aws:kms\"\nkms_key_id = \"testkey-1\"")
+        .replace("max_age_secs = 0.3", "max_age_secs = 2.0");
+    let gw = start(dir.path(), &push_to(&sink, ""));
+    let pad = "x".repeat(1000);
+    let mut conn = gw.client().connect().await;
+    for chunk in 0..9 {
+        let body: String = (0..1000)
+            .map(|i| format!("{{\"n\":{},\"pad\":\"{pad}\"}}\n", chunk * 1000 + i))
+            .collect();
+        assert_eq!(conn.push("s", &[], body).await.status, StatusCode::OK);
+    }
+    let data = wait_lines(&admin, &bucket, 9000).await;
+    assert_eq!(data.len(), 1, "one object: {:?}", data.keys());
+    let (key, lines) = data.iter().next().unwrap();
+    let mut seen: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..9000).collect::<Vec<_>>());
+    let head = admin
+        .head_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert!(head.content_length().unwrap() > 6 << 20);
+    assert!(
+        head.e_tag().unwrap().contains('-'),
+        "a multipart ETag: {:?}",
+        head.e_tag()
+    );
+    let uploads = admin
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "no upload left open");
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_mismatch_stops_the_sink_and_keeps_the_data() {
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let bucket = new_bucket(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let via_nginx = |owner: &str| {
+        s3_sink(
+            env,
+            &bucket,
+            &format!("expected_bucket_owner = \"{owner}\"\nprefix = \"o/\""),
+        )
+        .replace(
+            env.get("SLUICE_TEST_S3_ENDPOINT"),
+            env.get("SLUICE_TEST_S3_OWNER_ENDPOINT"),
+        )
+    };
+    let gw = start(dir.path(), &push_to(&via_nginx("999999999999"), ""));
+    assert_eq!(
+        gw.client().push("s", &[], "[1,2,3]").await.status,
+        StatusCode::OK,
+        "data is still accepted and spooled"
+    );
+    for _ in 0..100 {
+        if gw.stderr().contains("sink stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = gw.stderr();
+    assert!(log.contains("sink stopped"), "{log}");
+    assert!(
+        log.contains("is owned by account 999999999999 (expected_bucket_owner)"),
+        "says what to check: {log}"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "sluice_sink_stopped{sink=\"lake\"}"), 1.0);
+    assert_eq!(metric_value(&m, "sluice_spool_records"), 3.0);
+    gw.stop();
+    assert!(objects(&admin, &bucket).await.is_empty());
+    // The right owner: the spooled records go out; every request carried the header.
+    let owner = env.get("SLUICE_TEST_S3_OWNER");
+    let gw = start(dir.path(), &push_to(&via_nginx(owner), ""));
+    let data = wait_lines(&admin, &bucket, 3).await;
+    assert_eq!(data.values().flatten().collect::<Vec<_>>(), ["1", "2", "3"]);
+    gw.stop();
+    let log = std::fs::read_to_string(env.get("SLUICE_TEST_S3_OWNER_LOG")).unwrap();
+    let ours: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("/{bucket}/")))
+        .collect();
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("status=403") && l.contains("owner=\"999999999999\"")),
+        "{ours:?}"
+    );
+    assert!(
+        ours.iter()
+            .filter(|l| l.contains("status=200"))
+            .all(|l| l.contains(&format!("owner=\"{owner}\""))),
+        "{ours:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_down_keeps_records_spooled_until_it_is_back() {
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let bucket = new_bucket(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = s3_sink(env, &bucket, "");
+    let down = good.replace(env.get("SLUICE_TEST_S3_ENDPOINT"), "https://localhost:1");
+    let gw = start(dir.path(), &push_to(&down, ""));
+    assert_eq!(
+        gw.client().push("s", &[], "[10,11]").await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "sluice_spool_records"), 2.0);
+    assert!(
+        metric_value(&m, "sluice_sink_retries_total{sink=\"lake\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_sink_errors_total{kind=\"network\",sink=\"lake\"}"),
+        "errors by S3 code: {m}"
+    );
+    gw.stop();
+    let gw = start(dir.path(), &push_to(&good, ""));
+    let data = wait_lines(&admin, &bucket, 2).await;
+    assert_eq!(data.values().flatten().collect::<Vec<_>>(), ["10", "11"]);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j1ds_and_emnify_layouts() {
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let (j1, em) = (new_bucket(&admin).await, new_bucket(&admin).await);
+    let dir = tempfile::tempdir().unwrap();
+    let j1_sink = s3_sink(env, &j1, "preset = \"j1ds\"");
+    let em_sink =
+        s3_sink(env, &em, "preset = \"emnify\"").replace("[sinks.lake]", "[sinks.emnify]");
+    let cfg = config(&format!(
+        r#"
+[sources.j1]
+type = "push"
+listener = "https"
+auth = {{ type = "none" }}
+
+[sources.em]
+type = "push"
+listener = "https"
+auth = {{ type = "none" }}
+
+[pipelines.cdc]
+source = "j1"
+sink = "lake"
+[[pipelines.cdc.transforms]]
+use = "j1-cdc"
+
+[pipelines.emnify]
+source = "em"
+sink = "emnify"
+[[pipelines.emnify.transforms]]
+use = "emnify-csv"
+{j1_sink}
+{em_sink}"#
+    ));
+    let gw = start(dir.path(), &cfg);
+    let entity = r#"{"id":"e1","entity":{"_id":"e1","_key":"k","_type":"t","_class":["Finding"],"_accountId":"j1acct","_version":1,"_deleted":false,"_beginOn":1759510655079},"properties":{"x":1}}"#;
+    assert_eq!(
+        gw.client().push("j1", &[], entity).await.status,
+        StatusCode::OK
+    );
+    let usage = r#"[{"id":1,"traffic_type":{"id":5,"description":"Data"},"start_timestamp":"2022-04-26T11:53:43Z","cost":0.5,"volume":{"total":1.0,"rx":0.5,"tx":0.5}}]"#;
+    let event = r#"{"id":2,"event_type":{"id":1,"description":"Update location"},"timestamp":"2021-10-27T11:59:29.000Z","alert":false}"#;
+    assert_eq!(
+        gw.client().push("em", &[], usage).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        gw.client().push("em", &[], event).await.status,
+        StatusCode::OK
+    );
+    let j1_objects = wait_lines(&admin, &j1, 1).await;
+    let key = j1_objects.keys().next().unwrap();
+    let seg: Vec<&str> = key.split('/').collect();
+    assert_eq!(
+        &seg[..4],
+        ["jupiterone", "graph", "cdc", "accountId=j1acct"],
+        "{key}"
+    );
+    assert!(
+        seg[4].starts_with("year=") && seg[5].starts_with("month=") && seg[6].starts_with("day="),
+        "{key}"
+    );
+    assert!(
+        seg[7].starts_with("time=")
+            && seg[7].ends_with(".jsonl.gz")
+            && seg[7].len() == "time=HHMMSS.jsonl.gz".len(),
+        "{key}"
+    );
+    assert!(
+        objects(&admin, &j1)
+            .await
+            .contains_key("jupiterone/.connection-test")
+    );
+    let em_objects = wait_lines(&admin, &em, 4).await;
+    let names: Vec<&String> = em_objects.keys().collect();
+    assert!(
+        names.iter().any(|k| k.starts_with("cdr_")
+            && k.ends_with(".csv")
+            && k.len() == "cdr_YYYYMMDD_HHMMSS.csv".len()),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|k| k.starts_with("events_") && k.ends_with(".csv")),
+        "{names:?}"
+    );
+    let cdr = em_objects
+        .iter()
+        .find(|(k, _)| k.starts_with("cdr_"))
+        .unwrap()
+        .1;
+    assert!(
+        cdr[0].starts_with("\"id\",\"event_start_timestamp\",\"event_stop_timestamp\""),
+        "{cdr:?}"
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_test_command_reports_success_or_the_exact_error_and_http_is_refused() {
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let bucket = new_bucket(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let run = |cfg: &str| {
+        std::fs::write(&path, cfg).unwrap();
+        let mut cmd = crate::support::sluice();
+        cmd.args(["s3", "test", "--config"]).arg(&path).env(
+            "SLUICE_TEST_S3_SECRET",
+            env.get("SLUICE_TEST_S3_SECRET_KEY"),
+        );
+        crate::support::run_with(cmd, "", Duration::from_secs(60))
+    };
+    let ok = run(&push_to(&s3_sink(env, &bucket, "prefix = \"t/\""), ""));
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+    assert!(
+        ok.stdout
+            .contains(&format!("lake: ok, wrote s3://{bucket}/t/.connection-test")),
+        "{}",
+        ok.stdout
+    );
+    let bad = run(&push_to(
+        &s3_sink(env, &bucket, "").replace(env.get("SLUICE_TEST_S3_ACCESS_KEY"), "NOSUCHACCESSKEY"),
+        "",
+    ));
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stdout
+            .contains("lake: FAILED: S3 InvalidAccessKeyId (403)")
+            && bad.stdout.contains("Check the access key id"),
+        "{}",
+        bad.stdout
+    );
+    let http = run(&push_to(
+        &s3_sink(env, &bucket, "").replace("https://localhost", "http://localhost"),
+        "",
+    ));
+    http.expect_failure(2, "`sinks.lake.endpoint`: must be https://");
+    let mut cmd = crate::support::sluice();
+    cmd.args([
+        "policy",
+        "--bucket",
+        "lake",
+        "--principal",
+        "arn:aws:iam::111122223333:role/sluice",
+        "--prefix",
+        "jupiterone/",
+    ]);
+    let policy = crate::support::run_with(cmd, "", Duration::from_secs(30));
+    let p: serde_json::Value = serde_json::from_str(&policy.stdout).unwrap();
+    assert_eq!(
+        p["Statement"][0]["Resource"],
+        "arn:aws:s3:::lake/jupiterone/*"
+    );
+    assert_eq!(
+        p["Statement"][1]["Condition"]["Bool"]["aws:SecureTransport"],
+        "false"
+    );
+}
