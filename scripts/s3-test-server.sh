@@ -20,12 +20,13 @@ OWNER=123456789012  # the account nginx treats as the bucket owner
 
 stop() {
   for p in nginx/nginx.pid run/rgw.pid run/osd.pid run/mon.pid; do
-    if [ -f "$D/$p" ]; then
-      kill "$(cat "$D/$p")" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$(cat "$D/$p")" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$(cat "$D/$p")" 2>/dev/null || true
-      rm -f "$D/$p"
-    fi
+    [ -f "$D/$p" ] || continue
+    pid="$(cat "$D/$p" 2>/dev/null || true)"
+    rm -f "$D/$p"
+    [ -n "$pid" ] || continue
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
 }
 
