@@ -35,6 +35,7 @@ if [ "$cmd" = down ]; then
   exit 0
 fi
 [ "$cmd" = up ] || { echo "usage: s3-test-server.sh up|down DIR" >&2; exit 2; }
+trap 'status=$?; echo "s3-test-server.sh: failed (exit $status) at line $LINENO; last log lines:" >&2; tail -n 5 "$D"/log/*.log >&2 2>/dev/null || true; exit $status' ERR
 
 if [ -f "$D/env" ] && curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1 \
    && curl -fsS -o /dev/null --cacert "$D/pki/ca.pem" "https://localhost:$NGINX_PORT/" 2>/dev/null; then
@@ -102,14 +103,23 @@ ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *
 monmaptool --create --add a v1:127.0.0.1:16789 --fsid "$FSID" "$D/monmap" >/dev/null
 ceph-mon $C --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring"
 ceph-mon $C -i a --pid-file "$D/run/mon.pid"
-ceph-osd $C -i 0 --mkfs >/dev/null 2>&1
+# The monitor must answer before the OSD is created and registered.
+for _ in $(seq 1 60); do timeout 5 ceph $C mon stat >/dev/null 2>&1 && break; sleep 0.5; done
+ceph-osd $C -i 0 --mkfs >"$D/log/osd-mkfs.out" 2>&1
 ceph $C osd create "$(cat "$D/osd/ceph-0/fsid")" 0 >/dev/null
-ceph-osd $C -i 0 --pid-file "$D/run/osd.pid" >/dev/null 2>&1
-radosgw $C -n client.rgw.test --pid-file "$D/run/rgw.pid"
-for _ in $(seq 1 120); do
-  curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1 && break
+started=""
+for _ in 1 2 3; do
+  if ceph-osd $C -i 0 --pid-file "$D/run/osd.pid" >"$D/log/osd-start.out" 2>&1; then started=1; break; fi
   sleep 1
 done
+[ -n "$started" ] || { echo "ceph-osd did not start:" >&2; cat "$D/log/osd-start.out" >&2; exit 1; }
+radosgw $C -n client.rgw.test --pid-file "$D/run/rgw.pid"
+up=""
+for _ in $(seq 1 120); do
+  if curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1; then up=1; break; fi
+  sleep 1
+done
+[ -n "$up" ] || { echo "radosgw did not answer on https://localhost:$RGW_PORT within 120 s" >&2; exit 1; }
 radosgw-admin $C user create --uid=test --display-name=test \
   --access-key=RGWTESTACCESSKEY --secret-key=RGWTESTSECRETKEY0123456789 >/dev/null
 

@@ -285,12 +285,9 @@ fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.into()),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(false) {
         Ok(r) => r,
-        Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
+        Err(code) => return code,
     };
     match runtime.block_on(sluice::commands::s3::test(&config, sink)) {
         Ok(results) => {
@@ -314,16 +311,26 @@ fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
     }
 }
 
+/// A tokio runtime for a command, or the exit status of failing to make one.
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&anyhow::Error::from(e).context("cannot start the async runtime")))
+}
+
 /// Runs one admin API call and prints its JSON answer.
 fn admin_call(
     call: impl Future<Output = Result<serde_json::Value, sluice::commands::admin_client::AdminError>>,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(false) {
         Ok(r) => r,
-        Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
+        Err(code) => return code,
     };
     match runtime.block_on(call) {
         Ok(v) => {
@@ -339,12 +346,9 @@ fn run_gateway(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.into()),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(true) {
         Ok(r) => r,
-        Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
+        Err(code) => return code,
     };
     match runtime.block_on(sluice::commands::run::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -362,12 +366,9 @@ fn run_backfill(
         Ok(c) => c,
         Err(e) => return fail(&e.into()),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(true) {
         Ok(r) => r,
-        Err(e) => return fail(&anyhow::Error::from(e).context("cannot start the async runtime")),
+        Err(code) => return code,
     };
     let result = runtime.block_on(sluice::commands::backfill::backfill(
         config,

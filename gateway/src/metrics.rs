@@ -499,6 +499,8 @@ pub struct CycleStats {
     pub duplicates: u64,
     /// Events committed to the spool.
     pub spooled: u64,
+    /// Pages committed.
+    pub pages: u64,
 }
 
 impl Metrics {

@@ -188,12 +188,7 @@ impl Store {
         which: &Which,
     ) -> Result<(Version, Option<u32>), StoreError> {
         let mut index = self.lock();
-        let entry = index
-            .get(name)
-            .ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
-        let v = entry.find(which).cloned().ok_or_else(|| {
-            StoreError::NotFound(format!("transform {name:?} has no version {which:?}"))
-        })?;
+        let (entry, v) = lookup(&index, name, which)?;
         let previous = entry.active;
         let mut next = index.clone();
         if let Some(e) = next.get_mut(name) {
@@ -211,12 +206,7 @@ impl Store {
     /// [`StoreError::NotFound`], [`StoreError::InUse`] or [`StoreError::Io`].
     pub fn remove(&self, name: &str, which: &Which) -> Result<Version, StoreError> {
         let mut index = self.lock();
-        let entry = index
-            .get(name)
-            .ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
-        let v = entry.find(which).cloned().ok_or_else(|| {
-            StoreError::NotFound(format!("transform {name:?} has no version {which:?}"))
-        })?;
+        let (entry, v) = lookup(&index, name, which)?;
         if entry.active == Some(v.version) {
             return Err(StoreError::InUse(format!(
                 "version {} of {name:?} is active; activate another version first",
@@ -250,6 +240,21 @@ impl Store {
         })?;
         write_atomic(&path, &bytes)
     }
+}
+
+/// A name's entry and one of its versions.
+fn lookup<'a>(
+    index: &'a BTreeMap<String, Entry>,
+    name: &str,
+    which: &Which,
+) -> Result<(&'a Entry, Version), StoreError> {
+    let entry = index
+        .get(name)
+        .ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
+    let v = entry.find(which).cloned().ok_or_else(|| {
+        StoreError::NotFound(format!("transform {name:?} has no version {which:?}"))
+    })?;
+    Ok((entry, v))
 }
 
 /// Writes `bytes` to `path` through a fsynced temp file and a rename.

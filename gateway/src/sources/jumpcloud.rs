@@ -228,8 +228,6 @@ impl JumpCloud {
             return Ok(());
         }
         let mut search_after: Option<serde_json::Value> = None;
-        let mut spooled_total = 0u64;
-        let mut pages = 0u64;
         loop {
             let mut body = serde_json::json!({
                 "service": self.cfg.services,
@@ -262,18 +260,8 @@ impl JumpCloud {
                 }
                 records.push(raw.get().as_bytes().to_vec());
             }
-            let spooled = records.len();
-            ctx.commit(records, &wm).await?;
-            pages += 1;
-            spooled_total += spooled as u64;
-            stats.received += events.len() as u64;
-            stats.duplicates += duplicates as u64;
-            stats.spooled += spooled as u64;
-            ctx.metrics
-                .poll_page(&ctx.name, events.len(), duplicates, spooled);
-            if let Some(p) = &ctx.progress {
-                p(spooled_total, pages);
-            }
+            ctx.commit_page(records, &wm, events.len(), duplicates, stats)
+                .await?;
             // Integers, not strings: "999" >= "1000" as text.
             let count = resp
                 .header("x-result-count")

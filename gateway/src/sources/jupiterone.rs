@@ -234,7 +234,6 @@ impl JupiterOne {
         let since_ms = since_ns.div_euclid(1_000_000);
         let query = self.cfg.query.replace("{since}", &since_ms.to_string());
         let mut cursor: Option<String> = None;
-        let (mut spooled_total, mut pages) = (0u64, 0u64);
         loop {
             let (elements, next) = self.page(ctx, stats, &query, cursor.as_deref()).await?;
             let mut records = Vec::with_capacity(elements.len());
@@ -264,18 +263,8 @@ impl JupiterOne {
             if next.is_none() {
                 wm.finish_run();
             }
-            let spooled = records.len();
-            ctx.commit(records, &wm).await?;
-            pages += 1;
-            spooled_total += spooled as u64;
-            stats.received += elements.len() as u64;
-            stats.duplicates += duplicates as u64;
-            stats.spooled += spooled as u64;
-            ctx.metrics
-                .poll_page(&ctx.name, elements.len(), duplicates, spooled);
-            if let Some(p) = &ctx.progress {
-                p(spooled_total, pages);
-            }
+            ctx.commit_page(records, &wm, elements.len(), duplicates, stats)
+                .await?;
             match next {
                 Some(c) => cursor = Some(c),
                 None => return Ok(()),

@@ -217,6 +217,34 @@ impl PollCtx {
             .map_err(|e| PollError::Fatal(e.to_string()))
     }
 
+    /// Commits a page (see [`PollCtx::commit`]) and accounts for it: the
+    /// cycle's figures, the metrics, the backfill's progress line.
+    ///
+    /// # Errors
+    ///
+    /// As [`PollCtx::commit`].
+    pub async fn commit_page(
+        &mut self,
+        records: Vec<Vec<u8>>,
+        cursor: &Watermark,
+        received: usize,
+        duplicates: usize,
+        stats: &mut CycleStats,
+    ) -> Result<(), PollError> {
+        let spooled = records.len();
+        self.commit(records, cursor).await?;
+        stats.pages += 1;
+        stats.received += received as u64;
+        stats.duplicates += duplicates as u64;
+        stats.spooled += spooled as u64;
+        self.metrics
+            .poll_page(&self.name, received, duplicates, spooled);
+        if let Some(p) = &self.progress {
+            p(stats.spooled, stats.pages);
+        }
+        Ok(())
+    }
+
     /// Sleeps, or returns [`PollError::Shutdown`] as soon as shutdown starts.
     ///
     /// # Errors
