@@ -7,6 +7,7 @@
 #
 #   scripts/s3-test-server.sh up DIR     # install if needed, start, write DIR/env
 #   scripts/s3-test-server.sh down DIR   # stop every process by its PID file
+#   scripts/s3-test-server.sh rgw-stop DIR | rgw-start DIR   # only radosgw (outage tests)
 #
 # DIR/env holds the endpoints, CA, keys and bucket for the tests. `up` is
 # idempotent: when the servers in DIR answer, it changes nothing.
@@ -33,6 +34,22 @@ stop() {
 if [ "$cmd" = down ]; then
   stop
   exit 0
+fi
+if [ "$cmd" = rgw-stop ]; then
+  pid="$(cat "$D/run/rgw.pid")"
+  kill "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
+  kill -9 "$pid"
+  exit 0
+fi
+if [ "$cmd" = rgw-start ]; then
+  radosgw -c "$D/ceph.conf" -n client.rgw.test --pid-file "$D/run/rgw.pid"
+  for _ in $(seq 1 120); do
+    curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1 && exit 0
+    sleep 0.5
+  done
+  echo "radosgw did not come back" >&2
+  exit 1
 fi
 [ "$cmd" = up ] || { echo "usage: s3-test-server.sh up|down DIR" >&2; exit 2; }
 trap 'status=$?; echo "s3-test-server.sh: failed (exit $status) at line $LINENO; last log lines:" >&2; tail -n 5 "$D"/log/*.log >&2 2>/dev/null || true; exit $status' ERR

@@ -8,6 +8,7 @@
 //! ```sh
 //! cargo bench -p sluice --bench push_load
 //! # knobs (env): LOAD_SECS=20 LOAD_CONNS=8 LOAD_BATCH=100 LOAD_SYNC=full|normal LOAD_TRANSFORM=ecs-jumpcloud|none
+//! #              LOAD_SINK=local|s3 (s3: radosgw over TLS, started by scripts/s3-test-server.sh)
 //! ```
 
 mod common;
@@ -17,6 +18,12 @@ mod common;
 )]
 #[path = "../../tests/e2e/gw.rs"]
 mod gw;
+#[allow(
+    dead_code,
+    reason = "shared with the e2e tests; the bench uses part of it"
+)]
+#[path = "../../tests/e2e/s3env.rs"]
+mod s3env;
 #[allow(
     dead_code,
     reason = "shared with the e2e tests; the bench uses part of it"
@@ -45,12 +52,42 @@ async fn main() {
     let batch: usize = env_or("LOAD_BATCH", 100);
     let sync: String = env_or("LOAD_SYNC", "full".to_string());
     let transform: String = env_or("LOAD_TRANSFORM", "ecs-jumpcloud".to_string());
+    let sink_kind: String = env_or("LOAD_SINK", "local".to_string());
     let transforms = if transform == "none" {
         String::new()
     } else {
         format!("[[pipelines.p.transforms]]\nuse = \"{transform}\"\n")
     };
     let dir = tempfile::tempdir().unwrap();
+    let sink = if sink_kind == "s3" {
+        let env = s3env::s3_env();
+        let bucket = s3env::new_bucket(&s3env::admin_client(env).await).await;
+        format!(
+            r#"[sinks.out]
+type = "s3"
+bucket = "{bucket}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+ca_file = "{ca}"
+access_key_id = "{ak}"
+secret_access_key = "{sk}"
+checksum = "when_required"
+sse = "aws:kms"
+kms_key_id = "{kms}"
+key = "{{route}}/%Y/%m/%d"
+compression = "gzip"
+compression_level = 1
+rotate = {{ max_age_secs = 5 }}
+"#,
+            endpoint = env.get("SLUICE_TEST_S3_ENDPOINT"),
+            ca = env.get("SLUICE_TEST_S3_CA"),
+            ak = env.get("SLUICE_TEST_S3_ACCESS_KEY"),
+            sk = env.get("SLUICE_TEST_S3_SECRET_KEY"),
+            kms = env.get("SLUICE_TEST_S3_KMS_KEY"),
+        )
+    } else {
+        "[sinks.out]\ntype = \"local\"\npath = \"out\"\nkey = \"{route}/%Y/%m/%d\"\ncompression = \"gzip\"\ncompression_level = 1\nrotate = { max_age_secs = 5 }\n".to_string()
+    };
     let config = gw::config(&format!(
         r#"
 [sources.s]
@@ -62,14 +99,7 @@ auth = {{ type = "bearer", token = "bench-token" }}
 source = "s"
 sink = "out"
 {transforms}
-[sinks.out]
-type = "local"
-path = "out"
-key = "{{route}}/%Y/%m/%d"
-compression = "gzip"
-compression_level = 1
-rotate = {{ max_age_secs = 5 }}
-
+{sink}
 [spool]
 sync = "{sync}"
 "#

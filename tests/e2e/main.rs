@@ -12,5 +12,6 @@ mod hostile;
 mod pollers;
 mod push;
 mod s3;
+mod s3env;
 mod stubs;
 mod support;

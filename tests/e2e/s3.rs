@@ -5,75 +5,11 @@
 //! start it themselves when it is not running.
 
 use crate::gw::{Gateway, config, metric_value};
+use crate::s3env::{RGW, S3Env, admin_client, new_bucket, rgw, s3_env, shared};
 use hyper::StatusCode;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::OnceLock;
 use std::time::Duration;
-
-/// The test server's settings (its `env` file).
-pub struct S3Env(BTreeMap<String, String>);
-
-impl S3Env {
-    fn get(&self, k: &str) -> &str {
-        self.0.get(k).map_or_else(
-            || panic!("{k} missing from the s3 test server's env"),
-            String::as_str,
-        )
-    }
-}
-
-/// Starts the test server once per test binary (idempotent script).
-pub fn s3_env() -> &'static S3Env {
-    static ENV: OnceLock<S3Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let dir = std::env::var("SLUICE_S3_TEST_DIR")
-            .unwrap_or_else(|_| format!("{}/../s3-test-server", env!("CARGO_TARGET_TMPDIR")));
-        let status = std::process::Command::new(format!("{root}/scripts/s3-test-server.sh"))
-            .args(["up", &dir])
-            .status()
-            .expect("run scripts/s3-test-server.sh");
-        assert!(
-            status.success(),
-            "scripts/s3-test-server.sh up {dir} failed"
-        );
-        let text = std::fs::read_to_string(format!("{dir}/env")).unwrap();
-        S3Env(
-            text.lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    })
-}
-
-/// An S3 client with full rights, for the tests to create buckets and read
-/// back what the (write-only) sink wrote.
-async fn admin_client(env: &S3Env) -> aws_sdk_s3::Client {
-    let cfg: sluice::sinks::s3::S3Config = toml::from_str(&format!(
-        "bucket = \"x\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nchecksum = \"when_required\"",
-        env.get("SLUICE_TEST_S3_ENDPOINT")
-    ))
-    .unwrap();
-    let keys = (
-        sluice::config::SecretValue::new(env.get("SLUICE_TEST_S3_ACCESS_KEY")),
-        sluice::config::SecretValue::new(env.get("SLUICE_TEST_S3_SECRET_KEY")),
-    );
-    sluice::sinks::s3::client(
-        &cfg,
-        Some(std::path::Path::new(env.get("SLUICE_TEST_S3_CA"))),
-        Some(keys),
-    )
-    .await
-    .unwrap()
-}
-
-async fn new_bucket(client: &aws_sdk_s3::Client) -> String {
-    let name = format!("sluice-{:08x}", rand::random::<u32>());
-    client.create_bucket().bucket(&name).send().await.unwrap();
-    name
-}
 
 /// Every object: key → (bytes, sse, kms key id).
 async fn objects(
@@ -193,6 +129,7 @@ fn start(dir: &std::path::Path, cfg: &str) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_land_encrypted_with_kms_after_a_connection_test() {
+    let _rgw = shared();
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
@@ -236,6 +173,7 @@ async fn objects_land_encrypted_with_kms_after_a_connection_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_go_up_by_multipart() {
+    let _rgw = shared();
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
@@ -289,6 +227,7 @@ async fn large_objects_go_up_by_multipart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_mismatch_stops_the_sink_and_keeps_the_data() {
+    let _rgw = shared();
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
@@ -352,38 +291,59 @@ async fn owner_mismatch_stops_the_sink_and_keeps_the_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_down_keeps_records_spooled_until_it_is_back() {
+async fn radosgw_stopped_and_restarted_loses_nothing() {
     let env = s3_env();
+    let _rgw = RGW
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
     let dir = tempfile::tempdir().unwrap();
-    let good = s3_sink(env, &bucket, "");
-    let down = good.replace(env.get("SLUICE_TEST_S3_ENDPOINT"), "https://localhost:1");
-    let gw = start(dir.path(), &push_to(&down, ""));
+    let gw = start(dir.path(), &push_to(&s3_sink(env, &bucket, ""), ""));
     assert_eq!(
-        gw.client().push("s", &[], "[10,11]").await.status,
+        gw.client().push("s", &[], "[1,2]").await.status,
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let m = gw.metrics().await;
-    assert_eq!(metric_value(&m, "sluice_spool_records"), 2.0);
-    assert!(
-        metric_value(&m, "sluice_sink_retries_total{sink=\"lake\"}") >= 1.0,
-        "{m}"
+    wait_lines(&admin, &bucket, 2).await;
+    rgw("rgw-stop");
+    // While S3 is down, pushes are still acknowledged: the records are in
+    // the spool, and the sink retries.
+    assert_eq!(
+        gw.client().push("s", &[], "[3,4,5]").await.status,
+        StatusCode::OK
     );
+    let mut retried = 0.0;
+    for _ in 0..100 {
+        retried = gw.metric("sluice_sink_retries_total{sink=\"lake\"}").await;
+        if retried >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(retried >= 2.0, "the sink kept retrying");
+    let m = gw.metrics().await;
+    assert_eq!(metric_value(&m, "sluice_spool_records"), 3.0, "{m}");
     assert!(
         m.contains("sluice_sink_errors_total{kind=\"network\",sink=\"lake\"}"),
         "errors by S3 code: {m}"
     );
-    gw.stop();
-    let gw = start(dir.path(), &push_to(&good, ""));
-    let data = wait_lines(&admin, &bucket, 2).await;
-    assert_eq!(data.values().flatten().collect::<Vec<_>>(), ["10", "11"]);
+    rgw("rgw-start");
+    let data = wait_lines(&admin, &bucket, 5).await;
+    let mut all: Vec<&String> = data.values().flatten().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        ["1", "2", "3", "4", "5"],
+        "nothing lost, nothing twice"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.metric("sluice_spool_records").await, 0.0);
     gw.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn j1ds_and_emnify_layouts() {
+    let _rgw = shared();
     let env = s3_env();
     let admin = admin_client(env).await;
     let (j1, em) = (new_bucket(&admin).await, new_bucket(&admin).await);
@@ -484,6 +444,7 @@ use = "emnify-csv"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_test_command_reports_success_or_the_exact_error_and_http_is_refused() {
+    let _rgw = shared();
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
