@@ -437,7 +437,7 @@ async fn hot_swap_and_rollback_under_load_lose_and_repeat_nothing() {
         phases_seen.push(phases.len());
     }
     assert!(
-        phases_seen.iter().any(|n| *n == 3),
+        phases_seen.contains(&3),
         "some connection saw a → b → a: {phases_seen:?}"
     );
     let m = gw.metrics().await;

@@ -129,7 +129,7 @@ fn start(dir: &std::path::Path, cfg: &str) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_land_encrypted_with_kms_after_a_connection_test() {
-    let _rgw = shared();
+    let _rgw = shared().await;
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
@@ -173,7 +173,7 @@ async fn objects_land_encrypted_with_kms_after_a_connection_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_go_up_by_multipart() {
-    let _rgw = shared();
+    let _rgw = shared().await;
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
@@ -227,7 +227,7 @@ async fn large_objects_go_up_by_multipart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_mismatch_stops_the_sink_and_keeps_the_data() {
-    let _rgw = shared();
+    let _rgw = shared().await;
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
@@ -293,9 +293,7 @@ async fn owner_mismatch_stops_the_sink_and_keeps_the_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radosgw_stopped_and_restarted_loses_nothing() {
     let env = s3_env();
-    let _rgw = RGW
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _rgw = RGW.write().await;
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
     let dir = tempfile::tempdir().unwrap();
@@ -343,7 +341,7 @@ async fn radosgw_stopped_and_restarted_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn j1ds_and_emnify_layouts() {
-    let _rgw = shared();
+    let _rgw = shared().await;
     let env = s3_env();
     let admin = admin_client(env).await;
     let (j1, em) = (new_bucket(&admin).await, new_bucket(&admin).await);
@@ -444,7 +442,7 @@ use = "emnify-csv"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_test_command_reports_success_or_the_exact_error_and_http_is_refused() {
-    let _rgw = shared();
+    let _rgw = shared().await;
     let env = s3_env();
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;

@@ -8,11 +8,12 @@ use std::sync::OnceLock;
 
 /// S3 tests share one radosgw; the outage test stops it, so it takes this
 /// lock for writing and every other S3 test for reading.
-pub static RGW: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// (A tokio lock: the guards are held across awaits.)
+pub static RGW: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    RGW.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A read lock on the shared radosgw.
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    RGW.read().await
 }
 
 /// The test server's folder.

@@ -407,7 +407,7 @@ impl JupiterOne {
                 Some((op, n.trim().parse::<i64>().map_err(|_| "bad number")?))
             }
         };
-        let all = self.entities.lock().unwrap();
+        let all = self.entities.lock().map_err(|_| "stub state poisoned")?;
         Ok(all
             .iter()
             .filter(|e| {

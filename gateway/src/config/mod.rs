@@ -267,6 +267,10 @@ pub enum FailPolicy {
 /// A sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "read once at start; boxing would only add noise"
+)]
 pub enum SinkConfig {
     /// Files under a local directory.
     Local(crate::sinks::local::LocalConfig),
