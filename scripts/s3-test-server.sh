@@ -60,10 +60,13 @@ if [ -f "$D/env" ] && curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW
 fi
 stop
 
-if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v nginx >/dev/null; then
+packages="radosgw ceph-mon ceph-osd nginx openssl curl"
+if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null \
+   || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd nginx >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd nginx >/dev/null; }
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $packages >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages >/dev/null; }
 fi
 
 rm -rf "$D"/{mon,osd,run,log,pki,nginx,ceph.conf,keyring,monmap,env}
