@@ -281,12 +281,8 @@ fn main() -> ExitCode {
 }
 
 fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
-    let config = match sluice::config::Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return fail(&e.into()),
-    };
-    let runtime = match runtime(false) {
-        Ok(r) => r,
+    let (config, runtime) = match config_and_runtime(path, false) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     match runtime.block_on(sluice::commands::s3::test(&config, sink)) {
@@ -309,6 +305,15 @@ fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
         }
         Err(e) => fail(&anyhow::anyhow!(e)),
     }
+}
+
+/// The loaded config and a runtime, or the exit status of the failure.
+fn config_and_runtime(
+    path: &std::path::Path,
+    multi_thread: bool,
+) -> Result<(sluice::config::Config, tokio::runtime::Runtime), ExitCode> {
+    let config = sluice::config::Config::load(path).map_err(|e| fail(&e.into()))?;
+    Ok((config, runtime(multi_thread)?))
 }
 
 /// A tokio runtime for a command, or the exit status of failing to make one.
@@ -342,12 +347,8 @@ fn admin_call(
 }
 
 fn run_gateway(path: &std::path::Path) -> ExitCode {
-    let config = match sluice::config::Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return fail(&e.into()),
-    };
-    let runtime = match runtime(true) {
-        Ok(r) => r,
+    let (config, runtime) = match config_and_runtime(path, true) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     match runtime.block_on(sluice::commands::run::run(config, shutdown_signal())) {
@@ -362,12 +363,8 @@ fn run_backfill(
     since: &str,
     until: Option<&str>,
 ) -> ExitCode {
-    let config = match sluice::config::Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return fail(&e.into()),
-    };
-    let runtime = match runtime(true) {
-        Ok(r) => r,
+    let (config, runtime) = match config_and_runtime(path, true) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let result = runtime.block_on(sluice::commands::backfill::backfill(

@@ -611,42 +611,57 @@ fn run_step(
     next: &mut Vec<Item>,
     failed: &mut Vec<(Item, String)>,
 ) {
+    // The records move into the call and back out of it: the component
+    // only borrows the batch, so nothing is copied on the way in.
+    let origins: Vec<usize> = items.iter().map(|i| i.origin).collect();
     let inputs: Vec<InputRecord> = items
-        .iter()
+        .into_iter()
         .map(|item| InputRecord {
-            data: item.data.clone(),
+            data: item.data,
             source: source.to_string(),
             received_at: received_at.to_string(),
-            route: item.route.clone(),
-            metadata: item.metadata.clone(),
+            route: item.route,
+            metadata: item.metadata,
         })
         .collect();
+    let back = |(origin, input): (usize, InputRecord)| Item {
+        origin,
+        data: input.data,
+        route: input.route,
+        metadata: input.metadata,
+    };
     match worker.process(&inputs) {
         Ok(results) => {
-            for (item, result) in items.into_iter().zip(results) {
+            for ((origin, input), result) in origins.into_iter().zip(inputs).zip(results) {
                 match result {
                     Ok(outputs) => next.extend(outputs.into_iter().map(|o| Item {
-                        origin: item.origin,
+                        origin,
                         data: o.data,
-                        route: o.route.or_else(|| item.route.clone()),
+                        route: o.route.or_else(|| input.route.clone()),
                         metadata: o.metadata,
                     })),
-                    Err(e) => {
-                        failed.push((item, format!("{}: {}", error_kind_str(e.kind), e.message)))
-                    }
+                    Err(e) => failed.push((
+                        back((origin, input)),
+                        format!("{}: {}", error_kind_str(e.kind), e.message),
+                    )),
                 }
             }
         }
         // One record made the whole call fail; find it by going one at a
         // time (the worker has already replaced its instance).
-        Err(e) if e.is_batch_failure() && items.len() > 1 => {
-            for item in items {
+        Err(e) if e.is_batch_failure() && inputs.len() > 1 => {
+            for item in origins.into_iter().zip(inputs).map(back) {
                 run_step(worker, source, received_at, vec![item], next, failed);
             }
         }
         Err(e) => {
             let message = e.to_string();
-            failed.extend(items.into_iter().map(|item| (item, message.clone())));
+            failed.extend(
+                origins
+                    .into_iter()
+                    .zip(inputs)
+                    .map(|pair| (back(pair), message.clone())),
+            );
         }
     }
 }

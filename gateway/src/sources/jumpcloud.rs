@@ -10,13 +10,13 @@
 //! JumpCloud indexes late.
 
 use super::poller::{
-    Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header, snippet,
+    ApiRequest, Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header,
 };
 use crate::config::{Invalid, Secret, SecretValue, invalid};
-use crate::http_client::{HttpClient, HttpError, retry_after};
+use crate::http_client::HttpClient;
 use crate::metrics::CycleStats;
+use hyper::Method;
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::PathBuf;
@@ -336,73 +336,31 @@ impl JumpCloud {
     ) -> Result<(crate::http_client::Response, Vec<Box<RawValue>>), PollError> {
         let url = format!("{}/insights/directory/v1{path}", self.url);
         let body = body.to_string().into_bytes();
+        let req = ApiRequest {
+            client: &self.client,
+            url: &url,
+            headers: &self.headers,
+            body: &body,
+            api: "JumpCloud",
+            unauthorized: "JumpCloud rejected the API key (401 Unauthorized); check `api_key`",
+            forbidden: "JumpCloud answered 403 Forbidden: the API key lacks permission (Directory Insights needs an administrator's key, and `org_ids` must be orgs it manages)",
+        };
         let mut backoff = Backoff::new();
         loop {
-            stats.requests += 1;
-            let (outcome, wait) = match self
-                .client
-                .send(Method::POST, &url, &self.headers, Some(body.clone()))
-                .await
-            {
-                Err(e @ HttpError::Url(_)) | Err(e @ HttpError::Ca { .. }) => {
-                    return Err(PollError::Fatal(e.to_string()));
+            let resp = ctx.send_until_ok(stats, &req, &mut backoff).await?;
+            match serde_json::from_slice::<Vec<Box<RawValue>>>(&resp.body) {
+                Ok(events) => {
+                    ctx.metrics.poll_request(&ctx.name, "ok");
+                    return Ok((resp, events));
                 }
-                Err(e) => (format!("network: {e}"), backoff.next(None)),
-                Ok(resp) if resp.status == StatusCode::OK => {
-                    match serde_json::from_slice::<Vec<Box<RawValue>>>(&resp.body) {
-                        Ok(events) => {
-                            ctx.metrics.poll_request(&ctx.name, "ok");
-                            return Ok((resp, events));
-                        }
-                        Err(e) => {
-                            ctx.metrics.poll_request(&ctx.name, "invalid_json");
-                            (
-                                format!(
-                                    "the answer is not a JSON array of events ({e}); nothing of it was spooled"
-                                ),
-                                backoff.next(None),
-                            )
-                        }
-                    }
+                Err(e) => {
+                    ctx.metrics.poll_request(&ctx.name, "invalid_json");
+                    let reason = format!(
+                        "the answer is not a JSON array of events ({e}); nothing of it was spooled"
+                    );
+                    ctx.retry_answer(&reason, backoff.next(None)).await?;
                 }
-                Ok(resp) if resp.status == StatusCode::UNAUTHORIZED => {
-                    ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(
-                        "JumpCloud rejected the API key (401 Unauthorized); check `api_key`".into(),
-                    ));
-                }
-                Ok(resp) if resp.status == StatusCode::FORBIDDEN => {
-                    ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(
-                        "JumpCloud answered 403 Forbidden: the API key lacks permission (Directory Insights needs an administrator's key, and `org_ids` must be orgs it manages)".into(),
-                    ));
-                }
-                Ok(resp)
-                    if resp.status == StatusCode::TOO_MANY_REQUESTS
-                        || resp.status.is_server_error() =>
-                {
-                    let kind = if resp.status.is_server_error() {
-                        "5xx"
-                    } else {
-                        "429"
-                    };
-                    ctx.metrics.poll_request(&ctx.name, kind);
-                    (
-                        format!("JumpCloud answered {}", resp.status),
-                        backoff.next(retry_after(&resp)),
-                    )
-                }
-                Ok(resp) => {
-                    ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(format!(
-                        "JumpCloud answered {}: {}",
-                        resp.status,
-                        snippet(&resp.body)
-                    )));
-                }
-            };
-            ctx.metrics.poll_retry(&ctx.name, &outcome, wait);
-            ctx.sleep(wait).await?;
+            }
         }
     }
 }

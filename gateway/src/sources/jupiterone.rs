@@ -13,13 +13,13 @@
 //! page is fetched through JupiterOne's deferred-response URL.
 
 use super::poller::{
-    Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header, snippet,
+    ApiRequest, Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header,
 };
 use crate::config::{Invalid, Secret, SecretValue, invalid};
-use crate::http_client::{HttpClient, HttpError, Response, retry_after};
+use crate::http_client::{HttpClient, Response, retry_after};
 use crate::metrics::CycleStats;
+use hyper::Method;
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::PathBuf;
@@ -292,65 +292,25 @@ impl JupiterOne {
         })
         .to_string()
         .into_bytes();
+        let req = ApiRequest {
+            client: &self.client,
+            url: &self.url,
+            headers: &self.headers,
+            body: &body,
+            api: "JupiterOne",
+            unauthorized: "JupiterOne rejected the credentials (401 Unauthorized); check `api_token` and `account_id`",
+            forbidden: "JupiterOne answered 403 Forbidden: the token lacks permission (it needs query:ReadGraphData)",
+        };
         let mut backoff = Backoff::new();
         loop {
-            stats.requests += 1;
-            let (outcome, wait) = match self
-                .client
-                .send(Method::POST, &self.url, &self.headers, Some(body.clone()))
-                .await
-            {
-                Err(e @ (HttpError::Url(_) | HttpError::Ca { .. })) => {
-                    return Err(PollError::Fatal(e.to_string()));
+            let resp = ctx.send_until_ok(stats, &req, &mut backoff).await?;
+            match self.read(ctx, stats, &resp).await? {
+                Ok(page) => return Ok(page),
+                Err(reason) => {
+                    ctx.retry_answer(&reason, backoff.next(retry_after(&resp)))
+                        .await?
                 }
-                Err(e) => (format!("network: {e}"), backoff.next(None)),
-                Ok(resp) if resp.status == StatusCode::OK => {
-                    match self.read(ctx, stats, &resp).await {
-                        Ok(Ok(page)) => return Ok(page),
-                        Ok(Err(retry)) => (retry, backoff.next(retry_after(&resp))),
-                        Err(fatal) => return Err(fatal),
-                    }
-                }
-                Ok(resp) if resp.status == StatusCode::UNAUTHORIZED => {
-                    ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(
-                        "JupiterOne rejected the credentials (401 Unauthorized); check `api_token` and `account_id`".into(),
-                    ));
-                }
-                Ok(resp) if resp.status == StatusCode::FORBIDDEN => {
-                    ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(
-                        "JupiterOne answered 403 Forbidden: the token lacks permission (it needs query:ReadGraphData)".into(),
-                    ));
-                }
-                Ok(resp)
-                    if resp.status == StatusCode::TOO_MANY_REQUESTS
-                        || resp.status.is_server_error() =>
-                {
-                    ctx.metrics.poll_request(
-                        &ctx.name,
-                        if resp.status.is_server_error() {
-                            "5xx"
-                        } else {
-                            "429"
-                        },
-                    );
-                    (
-                        format!("JupiterOne answered {}", resp.status),
-                        backoff.next(retry_after(&resp)),
-                    )
-                }
-                Ok(resp) => {
-                    ctx.metrics.poll_request(&ctx.name, "4xx");
-                    return Err(PollError::Fatal(format!(
-                        "JupiterOne answered {}: {}",
-                        resp.status,
-                        snippet(&resp.body)
-                    )));
-                }
-            };
-            ctx.metrics.poll_retry(&ctx.name, &outcome, wait);
-            ctx.sleep(wait).await?;
+            }
         }
     }
 

@@ -261,6 +261,117 @@ impl PollCtx {
     }
 }
 
+/// One API request as a poller sends it, and how to word its failures.
+#[derive(Debug)]
+pub struct ApiRequest<'a> {
+    /// The client.
+    pub client: &'a crate::http_client::HttpClient,
+    /// The URL.
+    pub url: &'a str,
+    /// Headers (credentials included; they are marked sensitive).
+    pub headers: &'a [(hyper::header::HeaderName, hyper::header::HeaderValue)],
+    /// The JSON body.
+    pub body: &'a [u8],
+    /// The API's name in messages ("JumpCloud").
+    pub api: &'static str,
+    /// What a 401 means for this API's credentials.
+    pub unauthorized: &'static str,
+    /// What a 403 means.
+    pub forbidden: &'static str,
+}
+
+impl PollCtx {
+    /// Sends `req` until it is answered 200, and returns that answer; the
+    /// caller reads it (and counts the `ok`). 401 and 403 stop the source
+    /// with the request's own message, other 4xx with the API's text;
+    /// 429, 5xx and network errors are retried after `Retry-After` /
+    /// `RateLimit-Reset` or `backoff`.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Fatal`] as above, [`PollError::Shutdown`] while waiting.
+    pub async fn send_until_ok(
+        &mut self,
+        stats: &mut CycleStats,
+        req: &ApiRequest<'_>,
+        backoff: &mut Backoff,
+    ) -> Result<crate::http_client::Response, PollError> {
+        use crate::http_client::{HttpError, retry_after};
+        use hyper::StatusCode;
+        loop {
+            stats.requests += 1;
+            let sent = req
+                .client
+                .send(
+                    hyper::Method::POST,
+                    req.url,
+                    req.headers,
+                    Some(req.body.to_vec()),
+                )
+                .await;
+            let (outcome, wait) = match sent {
+                Err(e @ (HttpError::Url(_) | HttpError::Ca { .. })) => {
+                    return Err(PollError::Fatal(e.to_string()));
+                }
+                Err(e) => {
+                    self.metrics.poll_request(&self.name, "network");
+                    (format!("network: {e}"), backoff.next(None))
+                }
+                Ok(resp) if resp.status == StatusCode::OK => return Ok(resp),
+                Ok(resp)
+                    if resp.status == StatusCode::UNAUTHORIZED
+                        || resp.status == StatusCode::FORBIDDEN =>
+                {
+                    self.metrics.poll_request(&self.name, "4xx");
+                    let why = if resp.status == StatusCode::UNAUTHORIZED {
+                        req.unauthorized
+                    } else {
+                        req.forbidden
+                    };
+                    return Err(PollError::Fatal(why.to_string()));
+                }
+                Ok(resp)
+                    if resp.status == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status.is_server_error() =>
+                {
+                    let kind = if resp.status.is_server_error() {
+                        "5xx"
+                    } else {
+                        "429"
+                    };
+                    self.metrics.poll_request(&self.name, kind);
+                    (
+                        format!("{} answered {}", req.api, resp.status),
+                        backoff.next(retry_after(&resp)),
+                    )
+                }
+                Ok(resp) => {
+                    self.metrics.poll_request(&self.name, "4xx");
+                    return Err(PollError::Fatal(format!(
+                        "{} answered {}: {}",
+                        req.api,
+                        resp.status,
+                        snippet(&resp.body)
+                    )));
+                }
+            };
+            self.metrics.poll_retry(&self.name, &outcome, wait);
+            self.sleep(wait).await?;
+        }
+    }
+
+    /// A 200 the caller could not use (not JSON, a rate-limit error in the
+    /// body): log why and wait before asking again.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Shutdown`] while waiting.
+    pub async fn retry_answer(&mut self, reason: &str, wait: Duration) -> Result<(), PollError> {
+        self.metrics.poll_retry(&self.name, reason, wait);
+        self.sleep(wait).await
+    }
+}
+
 /// Exponential backoff with jitter: 1 s doubling to 60 s, ±20 %.
 #[derive(Debug)]
 pub struct Backoff(u32);
