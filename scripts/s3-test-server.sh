@@ -14,10 +14,27 @@
 set -euo pipefail
 cmd="${1:?usage: s3-test-server.sh up|down DIR}"
 D="$(mkdir -p "${2:?DIR}" && cd "$2" && pwd)"
-RGW_PORT=17443      # radosgw, TLS
-RGW_PLAIN=17480     # radosgw, plain, for nginx only (loopback)
-NGINX_PORT=17444    # nginx, TLS, owner check
 OWNER=123456789012  # the account nginx treats as the bucket owner
+
+# Ports are picked per `up` and kept in DIR/ports, never fixed: a server left
+# running by another checkout (or another CI job on the same machine) must not
+# be mistaken for ours. A mon of a foreign cluster on our port is exactly how a
+# fixed port fails ("osd ... 'wrong fsid'").
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_ports() {
+  # Below the kernel's ephemeral range, so no outgoing connection holds them.
+  for _ in $(seq 1 200); do
+    local base=$(( 20000 + (RANDOM % 3000) * 4 ))
+    if ! listening "$base" && ! listening $((base + 1)) && ! listening $((base + 2)) && ! listening $((base + 3)); then
+      printf 'MON_PORT=%s\nRGW_PORT=%s\nRGW_PLAIN=%s\nNGINX_PORT=%s\n' "$base" $((base + 1)) $((base + 2)) $((base + 3)) > "$D/ports"
+      return 0
+    fi
+  done
+  echo "s3-test-server.sh: no free block of 4 ports found in 20000-32000" >&2
+  return 1
+}
+# shellcheck disable=SC1091
+[ -f "$D/ports" ] && . "$D/ports"
 
 stop() {
   for p in nginx/nginx.pid run/rgw.pid run/osd.pid run/mon.pid; do
@@ -52,12 +69,11 @@ if [ "$cmd" = rgw-start ]; then
   exit 1
 fi
 [ "$cmd" = up ] || { echo "usage: s3-test-server.sh up|down DIR" >&2; exit 2; }
-trap 'status=$?; echo "s3-test-server.sh: failed (exit $status) at line $LINENO; last log lines:" >&2; tail -n 5 "$D"/log/*.log >&2 2>/dev/null || true; exit $status' ERR
-
-if [ -f "$D/env" ] && curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1 \
+if [ -f "$D/env" ] && [ -f "$D/ports" ] && curl -fsS --cacert "$D/pki/ca.pem" "https://localhost:$RGW_PORT/" >/dev/null 2>&1 \
    && curl -fsS -o /dev/null --cacert "$D/pki/ca.pem" "https://localhost:$NGINX_PORT/" 2>/dev/null; then
   exit 0
 fi
+trap 'status=$?; echo "s3-test-server.sh: failed (exit $status) at line $LINENO; last log lines:" >&2; tail -n 5 "$D"/log/*.log >&2 2>/dev/null || true; exit $status' ERR
 stop
 
 packages="radosgw ceph-mon ceph-osd nginx openssl curl"
@@ -69,8 +85,11 @@ if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! comm
     || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages >/dev/null; }
 fi
 
-rm -rf "$D"/{mon,osd,run,log,pki,nginx,ceph.conf,keyring,monmap,env}
+rm -rf "$D"/{mon,osd,run,log,pki,nginx,ceph.conf,keyring,monmap,env,ports}
 mkdir -p "$D"/{mon/ceph-a,osd/ceph-0,run,log,pki,nginx/logs}
+pick_ports
+# shellcheck disable=SC1091
+. "$D/ports"
 
 # Test CA (v3, CA:TRUE) and a server certificate with SANs: what rustls/webpki accepts.
 (
@@ -87,7 +106,7 @@ FSID=$(cat /proc/sys/kernel/random/uuid)
 cat > "$D/ceph.conf" <<CONF
 [global]
 fsid = $FSID
-mon host = v1:127.0.0.1:16789
+mon host = v1:127.0.0.1:$MON_PORT
 mon initial members = a
 auth cluster required = none
 auth service required = none
@@ -120,11 +139,17 @@ rgw dns name = localhost
 CONF
 C="-c $D/ceph.conf"
 ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
-monmaptool --create --add a v1:127.0.0.1:16789 --fsid "$FSID" "$D/monmap" >/dev/null
+monmaptool --create --add a v1:127.0.0.1:$MON_PORT --fsid "$FSID" "$D/monmap" >/dev/null
 ceph-mon $C --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring"
 ceph-mon $C -i a --pid-file "$D/run/mon.pid"
 # The monitor must answer before the OSD is created and registered.
-for _ in $(seq 1 60); do timeout 5 ceph $C mon stat >/dev/null 2>&1 && break; sleep 0.5; done
+# Ask for the fsid, not just any answer: only our own monitor knows $FSID.
+mon_ok=""
+for _ in $(seq 1 60); do
+  if [ "$(timeout 5 ceph $C fsid 2>/dev/null)" = "$FSID" ]; then mon_ok=1; break; fi
+  sleep 0.5
+done
+[ -n "$mon_ok" ] || { echo "ceph-mon did not answer on 127.0.0.1:$MON_PORT with fsid $FSID" >&2; tail -n 20 "$D/log/mon.a.log" >&2 || true; exit 1; }
 ceph-osd $C -i 0 --mkfs >"$D/log/osd-mkfs.out" 2>&1
 ceph $C osd create "$(cat "$D/osd/ceph-0/fsid")" 0 >/dev/null
 started=""
