@@ -194,6 +194,15 @@ sync = "{sync}"
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
     println!("  sluice peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    if std::env::var_os("LOAD_METRICS").is_some() {
+        let (_, metrics) = gateway.admin_get("/metrics").await;
+        for line in metrics
+            .lines()
+            .filter(|l| l.contains("_seconds") && !l.starts_with('#'))
+        {
+            println!("  {line}");
+        }
+    }
     gateway.stop();
 }
 

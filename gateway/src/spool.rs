@@ -132,6 +132,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 /// Most queued operations committed in one transaction.
 const GROUP_COMMIT_OPS: usize = 256;
+/// Ids per delete transaction (see [`Spool::delete`]): small enough that an
+/// append waits at most a few milliseconds behind one.
+const DELETE_CHUNK: usize = 1024;
 
 impl Spool {
     /// Opens (or creates) `state_dir/spool.db` and starts the writer thread.
@@ -254,16 +257,28 @@ impl Spool {
 
     /// Removes delivered rows.
     ///
+    /// A rotated object can hold a hundred thousand rows, and deleting them
+    /// takes the writer a few hundred milliseconds. Appends queue behind
+    /// whatever the writer is doing, and each one holds a push request's
+    /// 200, so the ids go in chunks of [`DELETE_CHUNK`], one at a time: the
+    /// appends that arrive meanwhile are committed between two chunks.
+    /// A crash between chunks leaves some delivered rows, which are then
+    /// delivered again (at-least-once, as a crash before the delete would).
+    ///
     /// # Errors
     ///
-    /// [`SpoolError`]; the rows stay and will be delivered again.
+    /// [`SpoolError`]; the rows not yet deleted stay and will be delivered
+    /// again.
     pub async fn delete(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
-        if ids.is_empty() {
-            return Ok(());
+        for chunk in ids.chunks(DELETE_CHUNK) {
+            let (reply, rx) = oneshot::channel();
+            self.send(Op::Delete {
+                ids: chunk.to_vec(),
+                reply,
+            })?;
+            rx.await.map_err(|_| SpoolError::Closed)??;
         }
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Delete { ids, reply })?;
-        rx.await.map_err(|_| SpoolError::Closed)?
+        Ok(())
     }
 
     fn send(&self, op: Op) -> Result<(), SpoolError> {

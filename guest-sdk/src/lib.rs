@@ -43,6 +43,7 @@
 
 extern crate self as sluice_sdk;
 
+pub mod dom;
 pub mod json;
 pub mod log;
 pub mod testing;

@@ -124,8 +124,13 @@ impl Emit {
 
     /// Emits a JSON value with a route.
     pub fn emit_json_routed(&mut self, value: &Value, route: impl Into<String>) {
+        self.emit_routed(value.to_string(), route);
+    }
+
+    /// Emits raw bytes with a route.
+    pub fn emit_routed(&mut self, data: impl Into<Vec<u8>>, route: impl Into<String>) {
         self.push(Output {
-            data: value.to_string().into_bytes(),
+            data: data.into(),
             route: Some(route.into()),
             metadata: Vec::new(),
         });

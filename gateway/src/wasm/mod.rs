@@ -113,6 +113,11 @@ impl WasmHost {
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true);
         wasm.epoch_interruption(true);
+        // For `perf record`: names the JIT code of the components in
+        // /tmp/perf-PID.map. Off by default (the map grows per compile).
+        if std::env::var_os("SLUICE_WASM_PERFMAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
 
         let n = config.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();

@@ -20,10 +20,10 @@
 //! Route: `jumpcloud.<service>` (`jumpcloud.unknown` without a service),
 //! the per-service split Devo's collector makes.
 
-use sluice_sdk::json;
-use sluice_sdk::serde_json::{Map, Value, json};
+use sluice_sdk::dom::{Node, Object};
 use sluice_sdk::time::parse_rfc3339;
 use sluice_sdk::{Config, ConfigError, Emit, Record, RecordError, Transform};
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// The ECS version Elastic's pipeline writes.
@@ -92,53 +92,65 @@ impl Transform for EcsJumpcloud {
     }
 
     fn process(&mut self, record: Record, out: &mut Emit) -> Result<(), RecordError> {
-        let parsed: Result<Value, _> = sluice_sdk::serde_json::from_slice(&record.data);
+        // The whole mapping borrows from the input: keys and strings point
+        // into `record.data` (see `sluice_sdk::dom`), and so does
+        // `event.original`, which is the input text itself.
+        let data = &record.data;
+        let parsed = Node::parse(data);
         let service = parsed
             .as_ref()
             .ok()
-            .and_then(|v| json::get_str(v, "service"))
-            .map(str::to_string);
-        let route = format!("jumpcloud.{}", service.as_deref().unwrap_or("unknown"));
-        // The bytes move into `event.original` without a copy when they are
-        // UTF-8 (they are whenever they parsed as JSON).
-        let original = String::from_utf8(record.data)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            .and_then(|v| v.get_str("service"))
+            .unwrap_or("unknown");
+        let mut route = String::with_capacity("jumpcloud.".len() + service.len());
+        route.push_str("jumpcloud.");
+        route.push_str(service);
+        // Valid UTF-8 whenever it parsed as JSON; `from_utf8` is the fast
+        // check, the lossy copy only serves broken input.
+        let original = match std::str::from_utf8(data) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(data),
+        };
         let doc = match parsed.map_err(|e| format!("cannot parse event as JSON: {e}")) {
             Ok(event) => match self.map(event) {
                 Ok(mut doc) => {
                     // 2: into the `event` object `map` created, so key
                     // order is as if it had been set there.
-                    json::set(&mut doc, "event.original", Value::String(original))?;
+                    doc.set("event.original", original.into())?;
                     doc
                 }
                 Err(e) => self.failure(original, &e),
             },
             Err(e) => self.failure(original, &e),
         };
-        out.emit_json_routed(&doc, route);
+        // The output is rarely more than the input twice over (the event,
+        // plus the input again as `event.original`).
+        let mut bytes = Vec::with_capacity(2 * data.len() + 256);
+        doc.write_json(&mut bytes);
+        out.emit_routed(bytes, route);
         Ok(())
     }
 }
 
 impl EcsJumpcloud {
     /// Maps one event; `Err` carries the failure message (rule 20).
-    fn map(&self, mut ev: Value) -> Result<Value, String> {
+    fn map<'a>(&self, mut ev: Node<'a>) -> Result<Node<'a>, String> {
         // 4: over the whole document; the only other fields at that point
         // are ecs.version and event.original, which are never empty.
-        json::drop_empty(&mut ev);
+        ev.drop_empty();
         // 5.
         if !ev.is_object() {
             return Err("missing json object in input document".into());
         }
-        let mut doc = json!({"ecs": {"version": ECS_VERSION}});
-        let set = |doc: &mut Value, path: &str, v: Value| {
-            json::set(doc, path, v)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+        let mut doc = Node::Object(Object::new());
+        let set = |doc: &mut Node<'a>, path: &'static str, v: Node<'a>| {
+            doc.set(path, v).map(|_| ()).map_err(|e| e.to_string())
         };
+        set(&mut doc, "ecs.version", ECS_VERSION.into())?;
 
         // 8.
-        let ts = json::get(&ev, "timestamp")
+        let ts = ev
+            .get("timestamp")
             .ok_or("field [timestamp] not present as part of path [jumpcloud.event.timestamp]")?;
         let ts = ts
             .as_str()
@@ -148,7 +160,7 @@ impl EcsJumpcloud {
 
         // 9.
         for (from, to) in [("client_ip", "client.ip"), ("src_ip", "source.ip")] {
-            if let Some(v) = json::get(&ev, from) {
+            if let Some(v) = ev.get(from) {
                 let ip = v
                     .as_str()
                     .and_then(|s| s.parse::<IpAddr>().ok())
@@ -158,36 +170,44 @@ impl EcsJumpcloud {
                             value_text(v)
                         )
                     })?;
-                set(&mut doc, to, ip.to_string().into())?;
+                // An IPv4 address parses only in its canonical form (Rust
+                // refuses leading zeros), so the input string can be reused;
+                // IPv6 is normalised (`2001:DB8:0::1` → `2001:db8::1`).
+                let ip = match ip {
+                    IpAddr::V4(_) => v.clone(),
+                    IpAddr::V6(_) => ip.to_string().into(),
+                };
+                set(&mut doc, to, ip)?;
             }
         }
 
         // 10.
-        if let Some(category) = json::get_str(&ev, "event_type").and_then(category) {
-            set(&mut doc, "event.category", json!([category]))?;
-            set(&mut doc, "event.type", json!(["info"]))?;
+        if let Some(category) = ev.get_str("event_type").and_then(category) {
+            set(&mut doc, "event.category", vec![category.into()].into())?;
+            set(&mut doc, "event.type", vec!["info".into()].into())?;
         }
 
         // 11.
         for (to, from) in [("event.id", "id"), ("message", "message")] {
-            if let Some(v) = json::get(&ev, from) {
+            if let Some(v) = ev.get(from) {
                 set(&mut doc, to, v.clone())?;
             }
         }
 
         // 12.
-        if json::get(&ev, "@version").is_some() {
-            if json::get(&ev, "version").is_some() {
+        if ev.get("@version").is_some() {
+            if ev.get("version").is_some() {
                 return Err(
                     "field [version] already exists (renaming jumpcloud.event.@version)".into(),
                 );
             }
-            json::rename(&mut ev, "@version", "version").map_err(|e| e.to_string())?;
+            ev.rename("@version", "version")
+                .map_err(|e| e.to_string())?;
         }
 
         // 13.
         for (to, from) in COPIES {
-            if let Some(v) = json::get(&ev, from) {
+            if let Some(v) = ev.get(from) {
                 set(&mut doc, to, v.clone())?;
             }
         }
@@ -195,9 +215,9 @@ impl EcsJumpcloud {
         // 14.
         let mut outcome = "unknown";
         for field in ["sso_token_success", "success"] {
-            match json::get(&ev, field) {
-                Some(Value::Bool(true)) => outcome = "success",
-                Some(Value::Bool(false)) => outcome = "failure",
+            match ev.get(field) {
+                Some(Node::Bool(true)) => outcome = "success",
+                Some(Node::Bool(false)) => outcome = "failure",
                 _ => {}
             }
         }
@@ -205,8 +225,8 @@ impl EcsJumpcloud {
 
         // 15 (section 3): JumpCloud's own geoip, not a GeoIP database.
         if self.geo_from_event
-            && json::get(&doc, "client.ip").is_some()
-            && let Some(geo) = json::get(&ev, "geoip").and_then(Value::as_object)
+            && doc.get("client.ip").is_some()
+            && let Some(geo) = ev.get("geoip").and_then(Node::as_object)
         {
             for (to, value) in client_geo(geo) {
                 set(&mut doc, to, value)?;
@@ -214,11 +234,11 @@ impl EcsJumpcloud {
         }
 
         // 16.
-        if let Some(ip) = json::get(&doc, "source.ip").cloned() {
-            set(&mut doc, "related.ip", json!([ip]))?;
+        if let Some(ip) = doc.get("source.ip").cloned() {
+            set(&mut doc, "related.ip", vec![ip].into())?;
         }
-        if let Some(user) = json::get(&doc, "source.user.name").cloned() {
-            set(&mut doc, "related.user", json!([user]))?;
+        if let Some(user) = doc.get("source.user.name").cloned() {
+            set(&mut doc, "related.user", vec![user].into())?;
         }
 
         // 18.
@@ -226,7 +246,7 @@ impl EcsJumpcloud {
             // Elastic's `remove` does not prune parents it empties, so a
             // `system` holding only `id` and `hostname` stays as `{}`.
             for path in DUPLICATED {
-                json::remove(&mut ev, path);
+                ev.remove(path);
             }
         }
 
@@ -240,16 +260,23 @@ impl EcsJumpcloud {
     }
 
     /// The failure document of rule 20: the original kept, the error said.
-    fn failure(&self, original: String, message: &str) -> Value {
-        json!({
-            "ecs": {"version": ECS_VERSION},
-            "event": {"original": original, "kind": "pipeline_error"},
-            "error": {"message": [message]},
-            "tags": self.tags(&["preserve_original_event"]),
-        })
+    fn failure<'a>(&self, original: Cow<'a, str>, message: &str) -> Node<'a> {
+        let mut doc = Node::Object(Object::new());
+        let fields: [(&str, Node<'a>); 5] = [
+            ("ecs.version", ECS_VERSION.into()),
+            ("event.original", original.into()),
+            ("event.kind", "pipeline_error".into()),
+            ("error.message", vec![message.to_string().into()].into()),
+            ("tags", self.tags(&["preserve_original_event"]).into()),
+        ];
+        for (path, value) in fields {
+            doc.set(path, value)
+                .expect("a fresh object holds these paths");
+        }
+        doc
     }
 
-    fn tags(&self, extra: &[&str]) -> Vec<Value> {
+    fn tags(&self, extra: &[&'static str]) -> Vec<Node<'static>> {
         let mut tags: Vec<&str> = Vec::new();
         if self.preserve_original_event {
             tags.push("preserve_original_event");
@@ -262,7 +289,7 @@ impl EcsJumpcloud {
                 tags.push(t);
             }
         }
-        tags.into_iter().map(Value::from).collect()
+        tags.into_iter().map(Node::from).collect()
     }
 }
 
@@ -281,34 +308,44 @@ fn category(event_type: &str) -> Option<&'static str> {
 }
 
 /// `client.geo.*` from JumpCloud's `geoip` object (section 3).
-fn client_geo(geo: &Map<String, Value>) -> Vec<(&'static str, Value)> {
-    let s = |k: &str| geo.get(k).and_then(Value::as_str);
+fn client_geo<'a>(geo: &Object<'a>) -> Vec<(&'static str, Node<'a>)> {
+    let s = |k: &str| geo.get(k).filter(|v| v.as_str().is_some()).cloned();
     let mut out = Vec::new();
     if let Some(v) = s("continent_code") {
-        out.push(("client.geo.continent_code", v.into()));
+        out.push(("client.geo.continent_code", v));
     }
-    if let Some(v) = s("country_code") {
-        out.push(("client.geo.country_iso_code", v.into()));
-        if let Some(r) = s("region_code") {
-            out.push(("client.geo.region_iso_code", format!("{v}-{r}").into()));
+    if let Some(country) = s("country_code") {
+        let region = match (
+            country.as_str(),
+            geo.get("region_code").and_then(Node::as_str),
+        ) {
+            (Some(c), Some(r)) => Some(format!("{c}-{r}")),
+            _ => None,
+        };
+        out.push(("client.geo.country_iso_code", country));
+        if let Some(r) = region {
+            out.push(("client.geo.region_iso_code", r.into()));
         }
     }
     if let Some(v) = s("region_name") {
-        out.push(("client.geo.region_name", v.into()));
+        out.push(("client.geo.region_name", v));
     }
     if let Some(v) = s("timezone") {
-        out.push(("client.geo.timezone", v.into()));
+        out.push(("client.geo.timezone", v));
     }
     if let (Some(lat), Some(lon)) = (
-        geo.get("latitude").and_then(Value::as_f64),
-        geo.get("longitude").and_then(Value::as_f64),
+        geo.get("latitude").and_then(Node::as_f64),
+        geo.get("longitude").and_then(Node::as_f64),
     ) {
-        out.push(("client.geo.location", json!({"lat": lat, "lon": lon})));
+        let mut location = Object::new();
+        location.insert("lat", lat.into());
+        location.insert("lon", lon.into());
+        out.push(("client.geo.location", location.into()));
     }
     out
 }
 
-fn value_text(v: &Value) -> String {
+fn value_text(v: &Node<'_>) -> String {
     v.as_str()
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string())

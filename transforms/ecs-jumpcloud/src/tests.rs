@@ -1,6 +1,7 @@
 //! One test per mapping rule (numbers as in the module docs).
 
 use super::*;
+use sluice_sdk::serde_json::{Value, json};
 use sluice_sdk::testing::Harness;
 
 fn directory_login() -> Value {
@@ -117,6 +118,11 @@ fn rule_9_ips_are_parsed_and_normalised() {
         json!(["10.0.0.1"]),
         "rule 16: source.ip is related, client.ip is not"
     );
+    // IPv4 strings are reused as given: only the canonical form parses.
+    for odd in ["10.0.0.01", "010.0.0.1", " 10.0.0.1", "10.0.1"] {
+        let doc = map(&json!({"timestamp": "2023-03-07T13:03:42Z", "src_ip": odd}));
+        assert_eq!(doc["event"]["kind"], "pipeline_error", "{odd}");
+    }
 }
 
 #[test]
