@@ -538,6 +538,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deletes_larger_than_a_chunk_remove_every_row_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+        let n = DELETE_CHUNK * 2 + 7;
+        spool
+            .append((0..n + 1).map(|_| row("a", "x")).collect())
+            .await
+            .unwrap();
+        let ids: Vec<i64> = spool
+            .read("a", 0, n + 1)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let (delivered, kept) = ids.split_at(n);
+        spool.delete(delivered.to_vec()).await.unwrap();
+        assert_eq!(spool.depth(), (1, 1));
+        assert_eq!(spool.read("a", 0, 10).unwrap()[0].id, kept[0]);
+    }
+
+    #[tokio::test]
     async fn checkpoint_commits_with_rows() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();

@@ -75,14 +75,17 @@ impl<'a> Object<'a> {
 
     /// The member `key`.
     pub fn get(&self, key: &str) -> Option<&Node<'a>> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| same(k, key))
+            .map(|(_, v)| v)
     }
 
     /// The member `key`, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
         self.entries
             .iter_mut()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| same(k, key))
             .map(|(_, v)| v)
     }
 
@@ -101,7 +104,7 @@ impl<'a> Object<'a> {
 
     /// Removes `key`, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<Node<'a>> {
-        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        let i = self.entries.iter().position(|(k, _)| same(k, key))?;
         Some(self.entries.remove(i).1)
     }
 
@@ -122,7 +125,7 @@ impl<'a> Object<'a> {
 
     /// The member `key`, inserting an empty object when it is missing.
     fn entry_object(&mut self, key: &'a str) -> &mut Node<'a> {
-        let i = match self.entries.iter().position(|(k, _)| k == key) {
+        let i = match self.entries.iter().position(|(k, _)| same(k, key)) {
             Some(i) => i,
             None => {
                 self.entries
@@ -139,7 +142,8 @@ impl<'a> Object<'a> {
         // Small objects (the common case) are checked pairwise: no hashing,
         // no allocation when, as almost always, there is no repeat.
         if n <= 16 {
-            let repeated = (1..n).any(|i| (0..i).any(|j| self.entries[i].0 == self.entries[j].0));
+            let repeated =
+                (1..n).any(|i| (0..i).any(|j| same(&self.entries[i].0, &self.entries[j].0)));
             if !repeated {
                 return;
             }
@@ -243,22 +247,28 @@ impl<'a> Node<'a> {
     /// [`PathError`] when a value on the way exists and is not an object;
     /// the document is then unchanged.
     pub fn set(&mut self, path: &'a str, value: Node<'a>) -> Result<Option<Node<'a>>, PathError> {
-        self.check_settable(path)?;
-        let (parent_path, leaf) = match split_last(path) {
+        // One walk. A missing key is created as an empty object, and all
+        // below it is new, so a non-object can only be met before anything
+        // has changed: a failure leaves the document as it was.
+        let (parents, leaf) = match split_last(path) {
             Some((p, l)) => (Some(p), l),
             None => (None, path),
         };
-        let mut parent = self;
-        for key in parent_segments(parent_path) {
-            parent = parent
-                .as_object_mut()
-                .expect("checked above")
-                .entry_object(key);
+        let mut cur = self;
+        let mut walked = 0usize;
+        for key in parent_segments(parents) {
+            match cur {
+                Node::Object(o) => {
+                    walked += key.len() + 1;
+                    cur = o.entry_object(key);
+                }
+                other => return Err(blocked(path, walked, other)),
+            }
         }
-        Ok(parent
-            .as_object_mut()
-            .expect("checked above")
-            .insert(leaf, value))
+        match cur {
+            Node::Object(o) => Ok(o.insert(leaf, value)),
+            other => Err(blocked(path, walked, other)),
+        }
     }
 
     /// Fails as [`Node::set`] would, without changing anything: walks the
@@ -270,15 +280,7 @@ impl<'a> Node<'a> {
         let mut steps = parent_segments(parent_path);
         loop {
             let Some(obj) = cur.as_object() else {
-                return Err(PathError {
-                    path: path.to_string(),
-                    blocked_at: if walked == 0 {
-                        "(root)".to_string()
-                    } else {
-                        path[..walked - 1].to_string()
-                    },
-                    found: cur.type_name(),
-                });
+                return Err(blocked(path, walked, cur));
             };
             let Some(key) = steps.next() else {
                 return Ok(());
@@ -378,6 +380,27 @@ impl<'a> Node<'a> {
         self.write_json(&mut out);
         out
     }
+}
+
+/// The error for `path` when the value after its first `walked` bytes
+/// (keys and dots) is `found`, not an object.
+fn blocked(path: &str, walked: usize, found: &Node<'_>) -> PathError {
+    PathError {
+        path: path.to_string(),
+        blocked_at: if walked == 0 {
+            "(root)".to_string()
+        } else {
+            path[..walked - 1].to_string()
+        },
+        found: found.type_name(),
+    }
+}
+
+/// Key equality, inlined: keys are short, and in WebAssembly a call to
+/// `memcmp` (a byte loop there) costs more than the comparison itself.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// The keys of a dotted path. Paths are short, so a plain byte scan beats
