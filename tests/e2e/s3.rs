@@ -503,3 +503,84 @@ async fn s3_test_command_reports_success_or_the_exact_error_and_http_is_refused(
         "false"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_in_the_config_credentials_come_from_the_aws_chain() {
+    let _rgw = shared().await;
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let bucket = new_bucket(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let cfg: String = push_to(&s3_sink(env, &bucket, "prefix = \"chain/\""), "")
+        .lines()
+        .filter(|l| !l.starts_with("access_key_id") && !l.starts_with("secret_access_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, cfg).unwrap();
+    let (ak, sk) = (
+        env.get("SLUICE_TEST_S3_ACCESS_KEY"),
+        env.get("SLUICE_TEST_S3_SECRET_KEY"),
+    );
+    let no_config = dir.path().join("aws-config");
+    std::fs::write(&no_config, "").unwrap();
+    // `sluice s3 test` with only the given AWS variables (and no IMDS).
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = crate::support::sluice();
+        cmd.args(["s3", "test", "--config"]).arg(&path);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", &no_config)
+            .envs(vars.iter().copied());
+        crate::support::run_with(cmd, "", Duration::from_secs(60))
+    };
+    let wrote = format!("lake: ok, wrote s3://{bucket}/chain/.connection-test");
+
+    let from_env = run(&[("AWS_ACCESS_KEY_ID", ak), ("AWS_SECRET_ACCESS_KEY", sk)]);
+    assert_eq!(from_env.code, 0, "{}{}", from_env.stdout, from_env.stderr);
+    assert!(from_env.stdout.contains(&wrote), "{}", from_env.stdout);
+
+    let profile = |secret: &str| {
+        let file = dir.path().join(format!("credentials-{}", secret.len()));
+        std::fs::write(
+            &file,
+            format!("[lake-writer]\naws_access_key_id = {ak}\naws_secret_access_key = {secret}\n"),
+        )
+        .unwrap();
+        file
+    };
+    let good = profile(sk);
+    let from_profile = run(&[
+        ("AWS_SHARED_CREDENTIALS_FILE", good.to_str().unwrap()),
+        ("AWS_PROFILE", "lake-writer"),
+    ]);
+    assert_eq!(
+        from_profile.code, 0,
+        "{}{}",
+        from_profile.stdout, from_profile.stderr
+    );
+    assert!(
+        from_profile.stdout.contains(&wrote),
+        "{}",
+        from_profile.stdout
+    );
+
+    // The profile is really what signs: a wrong secret in it fails, and
+    // the secret appears nowhere in the output.
+    let bad = profile("wrong-secret-0123456789");
+    let wrong = run(&[
+        ("AWS_SHARED_CREDENTIALS_FILE", bad.to_str().unwrap()),
+        ("AWS_PROFILE", "lake-writer"),
+    ]);
+    assert_eq!(wrong.code, 2, "{}{}", wrong.stdout, wrong.stderr);
+    assert!(
+        wrong
+            .stdout
+            .contains("lake: FAILED: S3 SignatureDoesNotMatch (403)"),
+        "{}",
+        wrong.stdout
+    );
+    assert!(!format!("{}{}", wrong.stdout, wrong.stderr).contains("wrong-secret-0123456789"));
+}
