@@ -377,14 +377,15 @@ fn run_backfill(
     match result {
         Ok(s) => {
             println!(
-                "backfill {source}: {} events spooled ({} received, {} duplicates) in {} requests, {:.1} s, {:.0} events/s; {} records not yet delivered",
+                "backfill {source}: {} events spooled ({} received, {} duplicates) in {} requests, {:.1} s, {:.0} events/s; {} records not yet delivered (sinks flushed in {:.1} s)",
                 s.stats.spooled,
                 s.stats.received,
                 s.stats.duplicates,
                 s.stats.requests,
                 s.elapsed.as_secs_f64(),
                 s.stats.spooled as f64 / s.elapsed.as_secs_f64().max(1e-3),
-                s.undelivered
+                s.undelivered,
+                s.flush.as_secs_f64()
             );
             ExitCode::SUCCESS
         }

@@ -13,6 +13,7 @@
 
 use crate::config::{SpoolConfig, SyncMode};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -132,8 +133,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 /// Most queued operations committed in one transaction.
 const GROUP_COMMIT_OPS: usize = 256;
-/// Ids per delete transaction (see [`Spool::delete`]): small enough that an
-/// append waits at most a few milliseconds behind one.
+/// Most ids deleted in one transaction (see `writer_loop`): small enough
+/// that an append waits at most a few milliseconds behind them.
 const DELETE_CHUNK: usize = 1024;
 
 impl Spool {
@@ -188,7 +189,7 @@ impl Spool {
         let weak = Arc::downgrade(&spool);
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer_loop(writer, &rx, &weak, &path))
+            .spawn(move || writer_loop(writer, &rx, &weak, &path, sync))
             .map_err(|source| SpoolError::Dir {
                 path: state_dir.to_path_buf(),
                 source,
@@ -255,30 +256,19 @@ impl Spool {
         rx.await.map_err(|_| SpoolError::Closed)?
     }
 
-    /// Removes delivered rows.
-    ///
-    /// A rotated object can hold a hundred thousand rows, and deleting them
-    /// takes the writer a few hundred milliseconds. Appends queue behind
-    /// whatever the writer is doing, and each one holds a push request's
-    /// 200, so the ids go in chunks of [`DELETE_CHUNK`], one at a time: the
-    /// appends that arrive meanwhile are committed between two chunks.
-    /// A crash between chunks leaves some delivered rows, which are then
-    /// delivered again (at-least-once, as a crash before the delete would).
+    /// Removes delivered rows. Returns once all of them are deleted.
     ///
     /// # Errors
     ///
     /// [`SpoolError`]; the rows not yet deleted stay and will be delivered
     /// again.
     pub async fn delete(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
-        for chunk in ids.chunks(DELETE_CHUNK) {
-            let (reply, rx) = oneshot::channel();
-            self.send(Op::Delete {
-                ids: chunk.to_vec(),
-                reply,
-            })?;
-            rx.await.map_err(|_| SpoolError::Closed)??;
+        if ids.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Delete { ids, reply })?;
+        rx.await.map_err(|_| SpoolError::Closed)?
     }
 
     fn send(&self, op: Op) -> Result<(), SpoolError> {
@@ -378,19 +368,78 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A delete being carried out in parts.
+struct PendingDelete {
+    ids: Vec<i64>,
+    /// How many of `ids` are deleted so far.
+    done: usize,
+    reply: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// The writer thread.
+///
+/// Appends come first. Each one holds a source's acknowledgement (a push
+/// request's 200, a poller's next page), while a delete only tidies up after
+/// delivery, and a rotated object can hold a hundred thousand rows, which
+/// take SQLite a few hundred milliseconds to delete. So every transaction
+/// commits all the appends that are waiting (group commit) plus at most
+/// [`DELETE_CHUNK`] ids of the oldest pending delete; a delete's caller is
+/// answered when its last part is committed. A crash between two parts
+/// leaves some delivered rows, which are then delivered again
+/// (at-least-once, as a crash before the delete would).
 fn writer_loop(
     mut conn: Connection,
     rx: &mpsc::Receiver<Op>,
     spool: &std::sync::Weak<Spool>,
     path: &Path,
+    sync: &str,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < GROUP_COMMIT_OPS {
+    let mut appends: Vec<Op> = Vec::new();
+    let mut deletes: VecDeque<PendingDelete> = VecDeque::new();
+    fn take(op: Op, appends: &mut Vec<Op>, deletes: &mut VecDeque<PendingDelete>) {
+        match op {
+            Op::Delete { ids, reply } => deletes.push_back(PendingDelete {
+                ids,
+                done: 0,
+                reply,
+            }),
+            append @ Op::Append { .. } => appends.push(append),
+        }
+    }
+    loop {
+        // Block only when there is nothing to do; once the channel is closed
+        // (shutdown), finish the pending deletes, then stop.
+        if appends.is_empty() && deletes.is_empty() {
+            match rx.recv() {
+                Ok(op) => take(op, &mut appends, &mut deletes),
+                Err(_) => return,
+            }
+        }
+        while appends.len() < GROUP_COMMIT_OPS {
             match rx.try_recv() {
-                Ok(op) => ops.push(op),
+                Ok(op) => take(op, &mut appends, &mut deletes),
                 Err(_) => break,
             }
+        }
+        let mut ops = std::mem::take(&mut appends);
+        let mut part = None;
+        if let Some(d) = deletes.front_mut() {
+            let end = (d.done + DELETE_CHUNK).min(d.ids.len());
+            let (reply, answer) = oneshot::channel();
+            ops.push(Op::Delete {
+                ids: d.ids[d.done..end].to_vec(),
+                reply,
+            });
+            d.done = end;
+            part = Some(answer);
+        }
+        // A commit that only deletes delivered rows needs no fsync of its
+        // own: lost in a power cut, it means those rows are delivered again
+        // (at-least-once), and the next append's fsync of the WAL makes it
+        // durable anyway. Without this, each part would cost an fsync.
+        let relaxed = sync == "FULL" && ops.iter().all(|op| matches!(op, Op::Delete { .. }));
+        if relaxed {
+            let _ = conn.pragma_update(None, "synchronous", "NORMAL");
         }
         let result = apply(&mut conn, &ops);
         let outcome: Vec<Result<(i64, i64), rusqlite::Error>> = match result {
@@ -428,8 +477,24 @@ fn writer_loop(
             };
             let _ = reply.send(res);
         }
+        if let Some(mut answer) = part {
+            let result = answer.try_recv().unwrap_or(Err(SpoolError::Closed));
+            let finished = deletes
+                .front()
+                .is_some_and(|d| result.is_err() || d.done == d.ids.len());
+            if finished && let Some(d) = deletes.pop_front() {
+                // A failed part ends the delete: its caller hears of it and
+                // the rows not deleted are delivered again.
+                let _ = d.reply.send(result);
+            }
+        }
         if added {
             spool.commits.send_modify(|n| *n += 1);
+        }
+        // Must hold again before the next commit, which may carry an append.
+        if relaxed && let Err(e) = conn.pragma_update(None, "synchronous", sync) {
+            tracing::error!(error = %e, "spool: cannot restore synchronous=FULL; stopping the writer");
+            return;
         }
     }
 }
@@ -556,6 +621,33 @@ mod tests {
         spool.delete(delivered.to_vec()).await.unwrap();
         assert_eq!(spool.depth(), (1, 1));
         assert_eq!(spool.read("a", 0, 10).unwrap()[0].id, kept[0]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_is_not_held_up_by_a_large_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+        let n = DELETE_CHUNK * 50;
+        spool
+            .append((0..n).map(|_| row("a", "x")).collect())
+            .await
+            .unwrap();
+        let ids: Vec<i64> = spool
+            .read("a", 0, n)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let s = spool.clone();
+        let delete = tokio::spawn(async move { s.delete(ids).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        spool.append(vec![row("b", "late")]).await.unwrap();
+        assert!(
+            !delete.is_finished(),
+            "the append was committed between two parts of the delete"
+        );
+        delete.await.unwrap().unwrap();
+        assert_eq!(spool.depth(), (1, 4));
     }
 
     #[tokio::test]

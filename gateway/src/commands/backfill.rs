@@ -24,6 +24,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Records left in the spool (not yet delivered).
     pub undelivered: u64,
+    /// Time spent after the last page: sinks finishing their objects.
+    pub flush: Duration,
 }
 
 /// Why a backfill failed.
@@ -86,7 +88,9 @@ pub async fn backfill(
         source,
         format!("backfill:{source}:{since}:{}", until.unwrap_or("now")),
     );
+    let counting = Instant::now();
     let total = poller.count(&mut ctx, &window).await;
+    tracing::info!(source, total = ?total, secs = counting.elapsed().as_secs_f64(), "backfill: counted the window");
     let started = Instant::now();
     let bar = Arc::new(Mutex::new(Progress::new(total)));
     let b = bar.clone();
@@ -105,12 +109,15 @@ pub async fn backfill(
         .finish();
     let elapsed = started.elapsed();
     core.metrics.poll_cycle(source, &stats, elapsed);
+    let flushing = Instant::now();
     let undelivered = core.stop().await;
+    let flush = flushing.elapsed();
     match result {
         Ok(()) | Err(PollError::Shutdown) => Ok(Summary {
             stats,
             elapsed,
             undelivered,
+            flush,
         }),
         Err(PollError::Fatal(message)) => Err(BackfillError::Poll {
             source_name: source.to_string(),
