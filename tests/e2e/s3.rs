@@ -98,6 +98,19 @@ rotate = {{ max_age_secs = 0.3 }}
     )
 }
 
+/// `sluice s3 test --config path` with `vars` as the only AWS settings of
+/// its environment (none inherited, no IMDS lookups).
+fn s3_test(path: &std::path::Path, vars: &[(&str, &str)]) -> crate::support::Run {
+    let mut cmd = crate::support::sluice();
+    cmd.args(["s3", "test", "--config"]).arg(path);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(vars.iter().copied());
+    crate::support::run_with(cmd, "", Duration::from_secs(60))
+}
+
 fn push_to(sink_cfg: &str, transforms: &str) -> String {
     config(&format!(
         r#"
@@ -450,12 +463,13 @@ async fn s3_test_command_reports_success_or_the_exact_error_and_http_is_refused(
     let path = dir.path().join("sluice.toml");
     let run = |cfg: &str| {
         std::fs::write(&path, cfg).unwrap();
-        let mut cmd = crate::support::sluice();
-        cmd.args(["s3", "test", "--config"]).arg(&path).env(
-            "SLUICE_TEST_S3_SECRET",
-            env.get("SLUICE_TEST_S3_SECRET_KEY"),
-        );
-        crate::support::run_with(cmd, "", Duration::from_secs(60))
+        s3_test(
+            &path,
+            &[(
+                "SLUICE_TEST_S3_SECRET",
+                env.get("SLUICE_TEST_S3_SECRET_KEY"),
+            )],
+        )
     };
     let ok = run(&push_to(&s3_sink(env, &bucket, "prefix = \"t/\""), ""));
     assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
@@ -524,18 +538,9 @@ async fn without_keys_in_the_config_credentials_come_from_the_aws_chain() {
     );
     let no_config = dir.path().join("aws-config");
     std::fs::write(&no_config, "").unwrap();
-    // `sluice s3 test` with only the given AWS variables (and no IMDS).
-    let run = |vars: &[(&str, &str)]| {
-        let mut cmd = crate::support::sluice();
-        cmd.args(["s3", "test", "--config"]).arg(&path);
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
-            cmd.env_remove(k);
-        }
-        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", &no_config)
-            .envs(vars.iter().copied());
-        crate::support::run_with(cmd, "", Duration::from_secs(60))
-    };
+    let no_config = no_config.to_str().unwrap();
+    let run =
+        |vars: &[(&str, &str)]| s3_test(&path, &[&[("AWS_CONFIG_FILE", no_config)], vars].concat());
     let wrote = format!("lake: ok, wrote s3://{bucket}/chain/.connection-test");
 
     let from_env = run(&[("AWS_ACCESS_KEY_ID", ak), ("AWS_SECRET_ACCESS_KEY", sk)]);
