@@ -4,7 +4,8 @@
 //! Concurrency: one writer thread owns the write connection. Appends,
 //! deletes and checkpoint updates are sent to it over a channel; it commits
 //! whatever has queued up in one transaction (group commit), then answers
-//! every caller. A caller's `append` returns only after that commit, which
+//! every caller; large deletes go in parts, behind the appends (see
+//! `writer_loop`). A caller's `append` returns only after that commit, which
 //! is what lets a source acknowledge data. Reads use a second connection;
 //! WAL lets them run beside the writer.
 //!

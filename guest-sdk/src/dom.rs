@@ -783,7 +783,7 @@ mod tests {
             node.set("f.g", Node::Null).unwrap_err(),
             crate::json::set(&mut value, "f.g", Value::Null).unwrap_err()
         );
-        assert_eq!(node.rename("a.b", "b2").unwrap(), true);
+        assert!(node.rename("a.b", "b2").unwrap());
         crate::json::rename(&mut value, "a.b", "b2").unwrap();
         assert!(node.rename("f", "a.x.y.z").is_err());
         assert!(crate::json::rename(&mut value, "f", "a.x.y.z").is_err());

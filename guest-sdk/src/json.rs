@@ -84,7 +84,7 @@ pub fn get_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
 /// [`PathError`] when a value on the way exists and is not an object; the
 /// document is left unchanged (nothing is overwritten silently).
 pub fn set(root: &mut Value, path: &str, value: Value) -> Result<Option<Value>, PathError> {
-    set_or_return(root, path, value).map_err(|(e, _)| e)
+    set_or_return(root, path, value).map_err(|failed| failed.0)
 }
 
 /// [`set`], handing the value back on failure so the caller can restore it.
@@ -92,7 +92,7 @@ fn set_or_return(
     root: &mut Value,
     path: &str,
     value: Value,
-) -> Result<Option<Value>, (PathError, Value)> {
+) -> Result<Option<Value>, Box<(PathError, Value)>> {
     let (parent_path, leaf) = match path.rsplit_once('.') {
         Some((p, l)) => (Some(p), l),
         None => (None, path),
@@ -108,14 +108,14 @@ fn set_or_return(
             } else {
                 path[..walked - 1].to_string()
             };
-            return Err((
+            return Err(Box::new((
                 PathError {
                     path: path.to_string(),
                     blocked_at,
                     found: type_name(cur),
                 },
                 value,
-            ));
+            )));
         };
         let Some(key) = steps.next() else { break };
         walked += key.len() + 1;
@@ -161,7 +161,8 @@ pub fn rename(root: &mut Value, from: &str, to: &str) -> Result<bool, PathError>
     };
     match set_or_return(root, to, v) {
         Ok(_) => Ok(true),
-        Err((e, v)) => {
+        Err(failed) => {
+            let (e, v) = *failed;
             // `from`'s parent still exists, so this cannot fail. It goes
             // back as the last key of its object.
             let _ = set_or_return(root, from, v);

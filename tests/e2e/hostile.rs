@@ -22,6 +22,10 @@ fn hostile(mode: &str, extra: &[&str], input: &str) -> crate::support::Run {
     transform_run(&args, input)
 }
 
+#[allow(
+    clippy::module_inception,
+    reason = "foreach_guest! names each module after its guest; this guest is called hostile"
+)]
 mod hostile {
     use super::hostile;
 
