@@ -21,7 +21,6 @@ mod stubs;
 #[path = "../../tests/e2e/support.rs"]
 mod support;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -35,10 +34,7 @@ async fn main() {
         .unwrap_or(1_000_000);
     let transform = std::env::var("BACKFILL_TRANSFORM").unwrap_or_else(|_| "ecs-jumpcloud".into());
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(stubs::JumpCloud {
-        api_key: "bench-key".into(),
-        ..Default::default()
-    });
+    let state = stubs::JumpCloud::with_key("bench-key");
     let base = chrono::Utc::now() - chrono::Duration::days(10);
     let ts = |i: i64| {
         (base + chrono::Duration::microseconds(i * 500))

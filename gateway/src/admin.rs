@@ -346,35 +346,28 @@ async fn upload(
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Refused on the declared length before reading, or on the bytes read.
     let too_large = || {
-        format!(
-            "the component exceeds the upload limit of {} bytes",
-            api.max_upload
-        )
-    };
-    if declared.is_some_and(|n| n > api.max_upload as u64) {
-        return refuse(
+        refuse(
             metrics,
             name,
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            &too_large(),
-        );
+            &format!(
+                "the component exceeds the upload limit of {} bytes",
+                api.max_upload
+            ),
+        )
+    };
+    if declared.is_some_and(|n| n > api.max_upload as u64) {
+        return too_large();
     }
     let bytes = match Limited::new(req.into_body(), api.max_upload)
         .collect()
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return refuse(
-                metrics,
-                name,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                &too_large(),
-            );
-        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => {
             return refuse(
                 metrics,

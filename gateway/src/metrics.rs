@@ -56,6 +56,12 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
+    let g = prometheus::IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
 fn histogram(
     r: &Registry,
     name: &str,
@@ -231,27 +237,18 @@ impl Metrics {
                 "Events per poller: received, duplicate (filtered), spooled.",
                 &["source", "stage"],
             ),
-            poller_stopped: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new("sluice_poller_stopped", "1 when a poller has stopped on an error that needs an operator (bad key, no permission)."),
-                    &["source"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
-            transform_info: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "sluice_transform_active_info",
-                        "The active version of each uploaded transform (value 1).",
-                    ),
-                    &["transform", "version", "sha256"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+            poller_stopped: gauge_vec(
+                &r,
+                "sluice_poller_stopped",
+                "1 when a poller has stopped on an error that needs an operator (bad key, no permission).",
+                &["source"],
+            ),
+            transform_info: gauge_vec(
+                &r,
+                "sluice_transform_active_info",
+                "The active version of each uploaded transform (value 1).",
+                &["transform", "version", "sha256"],
+            ),
             transform_swaps: counter(
                 &r,
                 "sluice_transform_swaps_total",
@@ -279,15 +276,12 @@ impl Metrics {
                 "Deliveries retried after a transient failure, per sink.",
                 &["sink"],
             ),
-            sink_stopped: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new("sluice_sink_stopped", "1 when a sink stopped on an error an operator must fix; its records stay spooled."),
-                    &["sink"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+            sink_stopped: gauge_vec(
+                &r,
+                "sluice_sink_stopped",
+                "1 when a sink stopped on an error an operator must fix; its records stay spooled.",
+                &["sink"],
+            ),
             registry: r,
         }
     }

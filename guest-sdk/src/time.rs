@@ -74,7 +74,7 @@ pub fn parse_rfc3339(s: &str) -> Result<Timestamp, TimeError> {
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, mut second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(i64::from(year), month) {
         return Err(err("date out of range"));
     }
     if hour > 23 || minute > 59 || second > 60 {
@@ -209,11 +209,13 @@ impl Timestamp {
     }
 }
 
-fn is_leap(y: u32) -> bool {
-    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
 
-fn days_in_month(y: u32, m: u32) -> u32 {
+/// Days in month `m` (1–12) of proleptic Gregorian year `y`, for checking
+/// a parsed date.
+pub fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if is_leap(y) => 29,
         2 => 28,

@@ -83,10 +83,7 @@ async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jumpcloud_to_ecs_with_ties_across_pages_and_no_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(stubs::JumpCloud {
-        api_key: "jc-test-key".into(),
-        ..Default::default()
-    });
+    let state = stubs::JumpCloud::with_key("jc-test-key");
     // 0, 3, 8 and 9 fraction digits; five events share one timestamp, so
     // with 3 per page the tie is split across pages.
     let base = chrono::Utc::now() - chrono::Duration::minutes(10);
@@ -179,10 +176,7 @@ async fn jumpcloud_to_ecs_with_ties_across_pages_and_no_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jumpcloud_429_500_malformed_then_401() {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(stubs::JumpCloud {
-        api_key: "jc-test-key".into(),
-        ..Default::default()
-    });
+    let state = stubs::JumpCloud::with_key("jc-test-key");
     state.add((1..=5).map(|i| (format!("f{i}"), ago(600 - i), "directory".to_string())));
     state.faults.lock().unwrap().extend([
         Fault::Status(429, Some("1".into()), vec![]),
@@ -232,10 +226,7 @@ async fn jumpcloud_429_500_malformed_then_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jumpcloud_pages_compare_counts_as_integers() {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(stubs::JumpCloud {
-        api_key: "jc-test-key".into(),
-        ..Default::default()
-    });
+    let state = stubs::JumpCloud::with_key("jc-test-key");
     // 1999 events at 1000 a page: "999" >= "1000" as strings would ask for
     // a third page; as integers the second page (999 < 1000) is the last.
     state.add((0..1999).map(|i| {
@@ -259,10 +250,7 @@ async fn jumpcloud_pages_compare_counts_as_integers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jumpcloud_late_events_are_caught_by_the_source_lag() {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(stubs::JumpCloud {
-        api_key: "jc-test-key".into(),
-        ..Default::default()
-    });
+    let state = stubs::JumpCloud::with_key("jc-test-key");
     state.add((1..=3).map(|i| (format!("l{i}"), ago(60 - i), "directory".to_string())));
     let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
     let cfg = jc_config(&stub, &ago(3600), "", FAST_SINK)
@@ -285,10 +273,7 @@ async fn jumpcloud_late_events_are_caught_by_the_source_lag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(stubs::JumpCloud {
-        api_key: "jc-test-key".into(),
-        ..Default::default()
-    });
+    let state = stubs::JumpCloud::with_key("jc-test-key");
     // 14 events, 3 a page, several sharing timestamps across page edges.
     state.add((0..14).map(|i| {
         (
@@ -595,10 +580,7 @@ async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_a_window_with_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(stubs::JumpCloud {
-        api_key: "jc-test-key".into(),
-        ..Default::default()
-    });
+    let state = stubs::JumpCloud::with_key("jc-test-key");
     let base = chrono::Utc::now() - chrono::Duration::days(3);
     let ts = |i: i64| {
         (base + chrono::Duration::milliseconds(i * 10))

@@ -11,6 +11,31 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Duration;
 
+/// What most tests start from: the shared radosgw (held for reading, so the
+/// outage test waits for them), its settings, an admin client, a new bucket
+/// and a state folder.
+struct Lake {
+    _rgw: tokio::sync::RwLockReadGuard<'static, ()>,
+    env: &'static S3Env,
+    admin: aws_sdk_s3::Client,
+    bucket: String,
+    dir: tempfile::TempDir,
+}
+
+async fn lake() -> Lake {
+    let _rgw = shared().await;
+    let env = s3_env();
+    let admin = admin_client(env).await;
+    let bucket = new_bucket(&admin).await;
+    Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
 /// Every object: key → (bytes, sse, kms key id).
 async fn objects(
     client: &aws_sdk_s3::Client,
@@ -142,11 +167,13 @@ fn start(dir: &std::path::Path, cfg: &str) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_land_encrypted_with_kms_after_a_connection_test() {
-    let _rgw = shared().await;
-    let env = s3_env();
-    let admin = admin_client(env).await;
-    let bucket = new_bucket(&admin).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
     let sink = s3_sink(
         env,
         &bucket,
@@ -186,11 +213,13 @@ async fn objects_land_encrypted_with_kms_after_a_connection_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_go_up_by_multipart() {
-    let _rgw = shared().await;
-    let env = s3_env();
-    let admin = admin_client(env).await;
-    let bucket = new_bucket(&admin).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
     let sink = s3_sink(env, &bucket, "multipart_threshold_bytes = 6291456\npart_size_bytes = 5242880\nsse = \"aws:kms\"\nkms_key_id = \"testkey-1\"")
         .replace("max_age_secs = 0.3", "max_age_secs = 2.0");
     let gw = start(dir.path(), &push_to(&sink, ""));
@@ -240,11 +269,13 @@ async fn large_objects_go_up_by_multipart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_mismatch_stops_the_sink_and_keeps_the_data() {
-    let _rgw = shared().await;
-    let env = s3_env();
-    let admin = admin_client(env).await;
-    let bucket = new_bucket(&admin).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
     let via_nginx = |owner: &str| {
         s3_sink(
             env,
@@ -455,11 +486,13 @@ use = "emnify-csv"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_test_command_reports_success_or_the_exact_error_and_http_is_refused() {
-    let _rgw = shared().await;
-    let env = s3_env();
-    let admin = admin_client(env).await;
-    let bucket = new_bucket(&admin).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Lake {
+        _rgw,
+        env,
+        admin: _,
+        bucket,
+        dir,
+    } = lake().await;
     let path = dir.path().join("sluice.toml");
     let run = |cfg: &str| {
         std::fs::write(&path, cfg).unwrap();
@@ -520,11 +553,13 @@ async fn s3_test_command_reports_success_or_the_exact_error_and_http_is_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_in_the_config_credentials_come_from_the_aws_chain() {
-    let _rgw = shared().await;
-    let env = s3_env();
-    let admin = admin_client(env).await;
-    let bucket = new_bucket(&admin).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Lake {
+        _rgw,
+        env,
+        admin: _,
+        bucket,
+        dir,
+    } = lake().await;
     let path = dir.path().join("sluice.toml");
     let cfg: String = push_to(&s3_sink(env, &bucket, "prefix = \"chain/\""), "")
         .lines()

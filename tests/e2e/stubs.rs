@@ -201,6 +201,14 @@ pub struct JumpCloud {
 }
 
 impl JumpCloud {
+    /// An empty stub that accepts `api_key`.
+    pub fn with_key(api_key: &str) -> Arc<Self> {
+        Arc::new(JumpCloud {
+            api_key: api_key.into(),
+            ..Default::default()
+        })
+    }
+
     /// Adds events (kept in the API's sort order).
     pub fn add(&self, events: impl IntoIterator<Item = (String, String, String)>) {
         let mut all = self.events.lock().unwrap();

@@ -7,7 +7,7 @@
 //! integer is read as epoch milliseconds instead of failing.
 
 use sluice_sdk::serde_json::Value;
-use sluice_sdk::time::Timestamp;
+use sluice_sdk::time::{Timestamp, days_in_month};
 
 /// Normalises one date value.
 ///
@@ -56,19 +56,6 @@ impl Cursor<'_> {
 
     fn done(&self) -> bool {
         self.i == self.b.len()
-    }
-}
-
-fn leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn month_days(y: i64, m: u32) -> u32 {
-    match m {
-        2 if leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
     }
 }
 
@@ -125,7 +112,7 @@ pub fn parse(s: &str) -> Result<Timestamp, String> {
     if !c.done()
         || !(1..=12).contains(&month)
         || day < 1
-        || day > month_days(year, month)
+        || day > days_in_month(year, month)
         || hour > 23
         || minute > 59
         || second > 59
