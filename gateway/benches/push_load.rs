@@ -110,7 +110,7 @@ sync = "{sync}"
         .map(|b| {
             let mut body = Vec::new();
             for i in 0..batch {
-                body.extend_from_slice(&common::event(b * batch + i));
+                body.extend_from_slice(&common::push_event(b * batch + i));
                 body.push(b'\n');
             }
             bytes::Bytes::from(body)

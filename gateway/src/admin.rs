@@ -115,16 +115,17 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
 async fn metrics(state: &AdminState) -> Reply {
     let spool = state.spool.clone();
     let metrics = state.metrics.clone();
-    // The oldest-record query touches SQLite: keep it off the reactor.
+    // Reading the logs' state takes locks the writer holds briefly: keep
+    // it off the reactor.
     let body = tokio::task::spawn_blocking(move || {
-        let (records, bytes) = spool.depth();
-        metrics.spool_records.set(records as i64);
-        metrics.spool_bytes.set(bytes as i64);
-        let age = match spool.oldest_received_ms() {
-            Ok(Some(ms)) => (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0,
-            _ => 0.0,
-        };
-        metrics.spool_oldest_age.set(age);
+        let now = chrono::Utc::now().timestamp_millis();
+        for (sink, log) in spool.logs() {
+            let (records, bytes) = log.depth();
+            let age = log
+                .oldest_ms()
+                .map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0);
+            metrics.spool_depth(sink, records, bytes, age);
+        }
         metrics.render()
     })
     .await

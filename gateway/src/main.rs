@@ -69,6 +69,10 @@ enum Command {
     /// Work with S3 sinks.
     #[command(subcommand)]
     S3(S3Command),
+    /// Inspect the spool, or drop the data of a sink removed from the
+    /// config (not while `sluice run` holds the state folder).
+    #[command(subcommand)]
+    Spool(SpoolCommand),
     /// Print the least-privilege S3 bucket policy for sluice.
     Policy {
         /// The bucket.
@@ -97,6 +101,25 @@ enum S3Command {
         /// Only this sink.
         #[arg(long)]
         sink: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SpoolCommand {
+    /// Records and bytes spooled per sink, configured or not.
+    List {
+        /// The config file.
+        #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Delete the spooled records of a sink that is no longer configured.
+    Drop {
+        /// The config file.
+        #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// The sink whose records go.
+        #[arg(long)]
+        sink: String,
     },
 }
 
@@ -270,9 +293,51 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::S3(S3Command::Test { config, sink }) => s3_test(&config, sink.as_deref()),
+        Command::Spool(cmd) => spool_command(cmd),
         Command::Check { config } => match sluice::commands::check::check(&config) {
             Ok(summary) => {
                 println!("{}: ok ({summary})", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.into()),
+        },
+    }
+}
+
+fn spool_command(cmd: SpoolCommand) -> ExitCode {
+    use sluice::commands::spool;
+    let path = match &cmd {
+        SpoolCommand::List { config } | SpoolCommand::Drop { config, .. } => config,
+    };
+    let config = match sluice::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.into()),
+    };
+    match cmd {
+        SpoolCommand::List { .. } => match spool::list(&config) {
+            Ok(sinks) => {
+                println!("sink\tconfigured\trecords\tbytes\tsegments\tdisk_bytes");
+                for s in sinks {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        s.sink,
+                        if s.configured { "yes" } else { "no" },
+                        s.records,
+                        s.bytes,
+                        s.segments,
+                        s.disk_bytes
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.into()),
+        },
+        SpoolCommand::Drop { sink, .. } => match spool::drop_sink(&config, &sink) {
+            Ok(s) => {
+                println!(
+                    "dropped {} records ({} bytes) of sink {}",
+                    s.records, s.bytes, s.sink
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.into()),

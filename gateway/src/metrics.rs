@@ -7,8 +7,7 @@
 //! config, never by the data.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 /// All of sluice's metrics.
@@ -21,12 +20,10 @@ pub struct Metrics {
     transform_records: IntCounterVec,
     transform_seconds: HistogramVec,
     dead_letters: IntCounterVec,
-    /// Records in the spool.
-    pub spool_records: IntGauge,
-    /// Bytes in the spool.
-    pub spool_bytes: IntGauge,
-    /// Age of the oldest spooled record.
-    pub spool_oldest_age: prometheus::Gauge,
+    spool_records: prometheus::IntGaugeVec,
+    spool_bytes: prometheus::IntGaugeVec,
+    spool_oldest_age: prometheus::GaugeVec,
+    spool_corrupt: IntCounterVec,
     sink_objects: IntCounterVec,
     sink_records: IntCounterVec,
     sink_bytes: IntCounterVec,
@@ -86,8 +83,10 @@ pub enum Rejection {
     TooManyRecords,
     /// Body not parseable.
     Malformed,
-    /// Spool over its high-water mark.
+    /// A sink the source feeds is over its spool budget.
     Backpressure,
+    /// The spool's disk is full.
+    DiskFull,
     /// Unknown source or wrong method.
     NotFound,
     /// The spool could not commit.
@@ -103,6 +102,7 @@ impl Rejection {
             Rejection::TooManyRecords => "too_many_records",
             Rejection::Malformed => "malformed",
             Rejection::Backpressure => "backpressure",
+            Rejection::DiskFull => "disk_full",
             Rejection::NotFound => "not_found",
             Rejection::Internal => "internal",
         }
@@ -125,19 +125,24 @@ impl Metrics {
         let delivery = vec![
             0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
         ];
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            r.register(Box::new(g.clone())).expect("unique metric");
-            g
-        };
-        let spool_records = gauge("sluice_spool_records", "Records waiting in the spool.");
-        let spool_bytes = gauge(
-            "sluice_spool_bytes",
-            "Bytes of records waiting in the spool.",
+        let spool_records = gauge_vec(
+            &r,
+            "sluice_spool_records",
+            "Records waiting in the spool, per sink.",
+            &["sink"],
         );
-        let spool_oldest_age = prometheus::Gauge::new(
-            "sluice_spool_oldest_record_age_seconds",
-            "Age of the oldest record waiting in the spool (0 when empty).",
+        let spool_bytes = gauge_vec(
+            &r,
+            "sluice_spool_bytes",
+            "Bytes of records (as framed in the log) waiting in the spool, per sink.",
+            &["sink"],
+        );
+        let spool_oldest_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "sluice_spool_oldest_record_age_seconds",
+                "Age of the oldest record waiting in the spool, per sink (0 when none).",
+            ),
+            &["sink"],
         )
         .expect("valid metric");
         r.register(Box::new(spool_oldest_age.clone()))
@@ -224,6 +229,12 @@ impl Metrics {
             spool_records,
             spool_bytes,
             spool_oldest_age,
+            spool_corrupt: counter(
+                &r,
+                "sluice_spool_corrupt_frames_total",
+                "Records lost to damage found in the spool's log (quarantined, never delivered), per sink.",
+                &["sink"],
+            ),
             ack_seconds,
             poller_requests: counter(
                 &r,
@@ -325,7 +336,7 @@ impl Metrics {
             .with_label_values(&[source, reason.as_str()])
             .inc();
         match reason {
-            Rejection::Internal => {
+            Rejection::Internal | Rejection::DiskFull => {
                 tracing::error!(source, reason = reason.as_str(), detail, "push refused")
             }
             Rejection::Backpressure => {
@@ -422,6 +433,36 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// A sink's backlog, as a scrape reads it.
+    pub fn spool_depth(&self, sink: &str, records: u64, bytes: u64, oldest_age_secs: f64) {
+        self.spool_records
+            .with_label_values(&[sink])
+            .set(records as i64);
+        self.spool_bytes
+            .with_label_values(&[sink])
+            .set(bytes as i64);
+        self.spool_oldest_age
+            .with_label_values(&[sink])
+            .set(oldest_age_secs);
+    }
+
+    /// Damage in a sink's log: the bytes were set aside and their records
+    /// are not delivered.
+    pub fn spool_damage(&self, sink: &str, d: &crate::spool::log::Damage) {
+        self.spool_corrupt
+            .with_label_values(&[sink])
+            .inc_by(d.frames);
+        tracing::error!(
+            sink,
+            segment = d.at.segment,
+            offset = d.at.offset,
+            bytes = d.bytes,
+            records = d.frames,
+            quarantined = %d.quarantined.as_ref().map_or_else(|| "-".to_string(), |p| p.display().to_string()),
+            "spool: damaged bytes in the log (bad checksum); set aside, their records are not delivered"
+        );
+    }
+
     /// A version became active (at start-up, or by activation).
     pub fn transform_active(
         &self,

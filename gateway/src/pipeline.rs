@@ -527,6 +527,19 @@ fn resolve(
     ))
 }
 
+/// Every sink the pipelines write to (data and dead letters), once each.
+pub fn sinks_of(pipelines: &[Arc<Pipeline>]) -> Vec<Arc<str>> {
+    let mut sinks: Vec<Arc<str>> = Vec::new();
+    for p in pipelines {
+        for s in [&p.sink, &p.dead_letter_sink] {
+            if !sinks.iter().any(|x| x == s) {
+                sinks.push(s.clone());
+            }
+        }
+    }
+    sinks
+}
+
 /// Why [`run_all`] produced nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum RunAllError {

@@ -67,7 +67,7 @@ async fn kill9_right_after_200_still_delivers_after_restart() {
     // Nothing more arrives later: delivered once, and the spool is empty.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(delivered(&dir.path().join("out")).len(), 100);
-    assert_eq!(gw.metric("sluice_spool_records").await, 0.0);
+    assert_eq!(gw.metric("sluice_spool_records{sink=\"out\"}").await, 0.0);
     gw.stop();
 }
 

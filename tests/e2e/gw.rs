@@ -191,9 +191,15 @@ impl Gateway {
         body
     }
 
-    /// The value of one metric sample (0 when absent).
+    /// The value of one metric sample; fails the test when it is absent.
     pub async fn metric(&self, sample: &str) -> f64 {
         metric_value(&self.metrics().await, sample)
+    }
+
+    /// The value of one metric sample, or `None` when it is absent (a
+    /// labelled counter that was never incremented).
+    pub async fn metric_opt(&self, sample: &str) -> Option<f64> {
+        metric_opt(&self.metrics().await, sample)
     }
 }
 
@@ -207,16 +213,22 @@ impl Drop for Gateway {
 }
 
 /// The value of `sample` (name with labels, as exposed) in a scrape.
+/// Panics when the scrape has no such sample: a renamed metric or label
+/// must fail the test, never read as 0.
+#[track_caller]
 pub fn metric_value(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    metric_opt(text, sample).unwrap_or_else(|| panic!("no sample {sample} in the scrape:\n{text}"))
+}
+
+/// The value of `sample`, or `None` when the scrape does not have it.
+pub fn metric_opt(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn wait_timeout(child: &mut Child, limit: Duration) -> Option<i32> {

@@ -319,7 +319,7 @@ async fn full_spool_answers_503_with_retry_after() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = c.push("s", &[AUTH], "[5]").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
-    assert_eq!(gw.metric("sluice_spool_records").await, 4.0);
+    assert_eq!(gw.metric("sluice_spool_records{sink=\"out\"}").await, 4.0);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(
         gw.metric("sluice_sink_errors_total{kind=\"io\",sink=\"out\"}")

@@ -6,4 +6,5 @@ pub mod backfill;
 pub mod check;
 pub mod run;
 pub mod s3;
+pub mod spool;
 pub mod transform;

@@ -108,14 +108,34 @@ impl Core {
         let secrets = config.resolve_secrets()?;
         let state_dir = config.state_dir();
         let metrics = Metrics::new();
-        let spool = Spool::open(&state_dir, config.spool.clone())?;
-        let (records, bytes) = spool.depth();
-        if records > 0 {
-            tracing::info!(
-                records,
-                bytes,
-                "spool holds undelivered records; delivering them"
-            );
+        let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+        let spool = Spool::open(
+            &state_dir,
+            config.spool.clone(),
+            &sink_names,
+            metrics.clone(),
+        )?;
+        for (sink, log) in spool.logs() {
+            let (records, bytes) = log.depth();
+            if records == 0 {
+                continue;
+            }
+            if config.sinks.contains_key(sink) {
+                tracing::info!(
+                    sink,
+                    records,
+                    bytes,
+                    "spool holds undelivered records; delivering them"
+                );
+            } else {
+                tracing::warn!(
+                    sink,
+                    records,
+                    bytes,
+                    "spool holds records for a sink that is no longer in the config; they are kept. \
+                     Put the sink back to deliver them, or drop them with `sluice spool drop --sink NAME`"
+                );
+            }
         }
         let workers = match config.limits.workers {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
@@ -192,11 +212,12 @@ impl Core {
                         compression: l.compression,
                         compression_level: l.compression_level,
                         rotate: l.rotate.clone(),
+                        max_in_flight: l.max_in_flight,
                     };
                     std::thread::Builder::new()
                         .name(format!("sink-{name}"))
                         .spawn(move || {
-                            sinks::run(settings, store, spool, metrics, &handle, shutdown)
+                            sinks::delivery::run(settings, store, spool, metrics, &handle, shutdown)
                         })
                 }
                 SinkConfig::S3(c) => {
@@ -223,6 +244,7 @@ impl Core {
                         compression: layout.compression,
                         compression_level: c.compression_level,
                         rotate: c.rotate.clone(),
+                        max_in_flight: c.max_in_flight,
                     };
                     let cfg = c.clone();
                     std::thread::Builder::new()
@@ -249,7 +271,9 @@ impl Core {
                                 }
                             }
                             let store = sinks::s3::S3Store::new(client, cfg, handle.clone(), temp);
-                            sinks::run(settings, store, spool, metrics, &handle, shutdown);
+                            sinks::delivery::run(
+                                settings, store, spool, metrics, &handle, shutdown,
+                            );
                         })
                 }
             };

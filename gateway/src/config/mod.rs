@@ -279,7 +279,7 @@ pub enum SinkConfig {
 }
 
 /// How finished objects are compressed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// No compression.
@@ -326,24 +326,49 @@ fn default_rotate_age() -> f64 {
     60.0
 }
 
-/// Spool limits and durability.
+/// Spool budgets and durability. The budgets apply to each sink's backlog
+/// on its own: a source is told to back off only when a sink it feeds is
+/// over its budget.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
-    /// Total record bytes the spool may hold.
+    /// Record bytes (as framed in the log) one sink's backlog may hold.
     #[serde(default = "default_spool_bytes")]
     pub max_bytes: u64,
-    /// Records the spool may hold.
+    /// Records one sink's backlog may hold.
     #[serde(default = "default_spool_records")]
     pub max_records: u64,
-    /// Fraction of either maximum above which sources are told to back off.
+    /// Seconds the oldest undelivered record of a sink may wait before its
+    /// sources are told to back off (default: no limit).
+    pub max_age_secs: Option<f64>,
+    /// Fraction of `max_bytes` or `max_records` above which sources are
+    /// told to back off.
     #[serde(default = "default_high_water")]
     pub high_water: f64,
-    /// `full`: every acknowledged record survives power loss (an fsync per
-    /// commit). `normal`: it survives a crash of sluice (kill -9), not of
-    /// the machine.
+    /// `full`: every acknowledged record survives power loss (the log is
+    /// fsynced before the answer). `normal`: it survives a crash of sluice
+    /// (kill -9), not of the machine.
     #[serde(default)]
     pub sync: SyncMode,
+    /// Size at which a sink's log moves to a new segment file; delivered
+    /// data is deleted a whole segment at a time.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// Budgets for particular sinks, over the ones above.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkBudget>,
+}
+
+/// One sink's backlog budget (unset keys come from `[spool]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkBudget {
+    /// Record bytes.
+    pub max_bytes: Option<u64>,
+    /// Records.
+    pub max_records: Option<u64>,
+    /// Seconds the oldest record may wait.
+    pub max_age_secs: Option<f64>,
 }
 
 impl Default for SpoolConfig {
@@ -351,8 +376,11 @@ impl Default for SpoolConfig {
         Self {
             max_bytes: default_spool_bytes(),
             max_records: default_spool_records(),
+            max_age_secs: None,
             high_water: default_high_water(),
             sync: SyncMode::default(),
+            segment_bytes: default_segment_bytes(),
+            sinks: BTreeMap::new(),
         }
     }
 }
@@ -366,15 +394,18 @@ fn default_spool_records() -> u64 {
 fn default_high_water() -> f64 {
     0.8
 }
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
 
-/// SQLite's `synchronous` setting for the spool (WAL mode).
+/// Whether appends are fsynced before they are acknowledged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
-    /// fsync the WAL on every commit.
+    /// fsync the log (and the metadata's WAL) on every group commit.
     #[default]
     Full,
-    /// fsync only at checkpoints.
+    /// Leave writing back to the OS.
     Normal,
 }
 
@@ -586,6 +617,32 @@ impl Config {
                 &["spool"],
                 "max_bytes and max_records must be positive",
             ));
+        }
+        if s.max_age_secs.is_some_and(|a| a.is_nan() || a <= 0.0) {
+            out.push(invalid(&["spool", "max_age_secs"], "must be positive"));
+        }
+        if s.segment_bytes < (1 << 16) {
+            out.push(invalid(
+                &["spool", "segment_bytes"],
+                "must be at least 65536",
+            ));
+        }
+        for (name, b) in &s.sinks {
+            if !self.sinks.contains_key(name) {
+                out.push(invalid(
+                    &["spool", "sinks", name],
+                    format!("no sink named {name:?} (sinks: {})", names(&self.sinks)),
+                ));
+            }
+            if b.max_bytes == Some(0)
+                || b.max_records == Some(0)
+                || b.max_age_secs.is_some_and(|a| a.is_nan() || a <= 0.0)
+            {
+                out.push(invalid(
+                    &["spool", "sinks", name],
+                    "budgets must be positive",
+                ));
+            }
         }
         if self.limits.transform_deadline_ms == 0 {
             out.push(invalid(

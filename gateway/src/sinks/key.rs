@@ -19,6 +19,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 /// A parsed key template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTemplate {
+    text: String,
     parts: Vec<Part>,
 }
 
@@ -130,7 +131,22 @@ impl KeyTemplate {
             }
         }
         flush(&mut literal, &mut parts);
-        Ok(Self { parts })
+        Ok(Self {
+            text: template.to_string(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether rendering reads the time.
+    pub fn reads_time(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Time(_) | Part::HiveDate))
     }
 
     /// Whether rendering needs the parsed record.

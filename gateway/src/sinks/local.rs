@@ -2,9 +2,12 @@
 //! a root folder, named by the same key templates the S3 sink uses.
 //!
 //! Atomic visibility: an object is written to `<root>/.sluice-tmp/`, fsynced,
-//! then renamed into place (same file system, so the rename is atomic) and
-//! the folder is fsynced. A reader never sees a partial file; temp files
-//! left by a crash are removed at start (their records are still spooled).
+//! then renamed into place (same file system, so the rename is atomic), and
+//! every folder the rename needed is fsynced up to the root. A reader never
+//! sees a partial file; temp files left by a crash are removed at start
+//! (their objects are rebuilt from the spool). A retried object replaces
+//! its own earlier copy; a name held by any other file is never given (see
+//! `naming`), so no other file is overwritten.
 
 use super::{ObjectStore, SinkError};
 use crate::config::{Compression, Invalid, RotateConfig, check_key_template, invalid};
@@ -23,8 +26,9 @@ pub struct LocalConfig {
     pub key: String,
     /// Template for object file names, without the extension, rendered
     /// when the object is finished (for example J1DS's `time=%H%M%S`).
-    /// Default: `<UTC time with ms>-<random>`. A name that is taken gets
-    /// `-1`, `-2`, … so an object never overwrites another.
+    /// Default: `<UTC time with ms>-<random>`. A name that is taken moves
+    /// to the next second (or gets `-1`, `-2`, … without a time), so an
+    /// object never overwrites another.
     pub name: Option<String>,
     /// `jsonl` or `csv`.
     #[serde(default)]
@@ -37,6 +41,9 @@ pub struct LocalConfig {
     /// When an object is finished.
     #[serde(default)]
     pub rotate: RotateConfig,
+    /// Objects written at once.
+    #[serde(default = "super::default_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn default_key() -> String {
@@ -61,6 +68,7 @@ impl LocalConfig {
             self.compression,
             self.compression_level,
             &self.rotate,
+            self.max_in_flight,
             out,
         );
         if self.path.as_os_str().is_empty() {
@@ -99,36 +107,44 @@ impl ObjectStore for LocalStore {
         &self.temp
     }
 
-    fn deliver(&mut self, temp: &Path, key: &str) -> Result<u64, SinkError> {
-        let mut target = self.root.join(key);
+    fn taken(&self, key: &str) -> bool {
+        self.root.join(key).exists()
+    }
+
+    fn deliver(&self, temp: &Path, key: &str) -> Result<u64, SinkError> {
+        let target = self.root.join(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| SinkError::io(&dir, &e))?;
-        // Names from a template can repeat (two objects in one second);
-        // never overwrite: `name.jsonl` → `name-1.jsonl`, … One sink thread
-        // writes this folder, so checking then renaming cannot race.
-        let file = target
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (stem, ext) = file.split_once('.').unwrap_or((&file, ""));
-        let mut n = 0;
-        while target.exists() {
-            n += 1;
-            target = dir.join(if ext.is_empty() {
-                format!("{stem}-{n}")
-            } else {
-                format!("{stem}-{n}.{ext}")
-            });
+        // The folders that do not exist yet: each new one is an entry in
+        // its parent that must be fsynced too, or a power cut could lose
+        // the folder with the object in it.
+        let mut created = Vec::new();
+        let mut d = dir.as_path();
+        while d != self.root && !d.exists() {
+            created.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
         }
-        let dir = dir.as_path();
+        std::fs::create_dir_all(&dir).map_err(|e| SinkError::io(&dir, &e))?;
         let size = std::fs::metadata(temp)
             .map_err(|e| SinkError::io(temp, &e))?
             .len();
         std::fs::rename(temp, &target).map_err(|e| SinkError::io(&target, &e))?;
-        // The rename is durable only once the folder's entry is on disk.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| SinkError::io(dir, &e))?;
+        // The rename is durable only once the folder's entry is on disk,
+        // and a new folder only once its parent's is.
+        let mut to_sync = vec![dir.clone()];
+        to_sync.extend(
+            created
+                .iter()
+                .filter_map(|c| c.parent().map(Path::to_path_buf)),
+        );
+        to_sync.dedup();
+        for d in to_sync {
+            std::fs::File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| SinkError::io(&d, &e))?;
+        }
         Ok(size)
     }
 }

@@ -5,10 +5,11 @@
 //! `s3:AbortMultipartUpload`: it never reads or lists the bucket.
 //!
 //! Objects are built in a temp file by the shared delivery loop (see
-//! `sinks`), then uploaded by [`S3Store::deliver`] on the sink's thread.
-//! Transient failures (5xx, 429, timeouts, network) leave the records in
-//! the spool and the loop retries with backoff; credential and owner
-//! errors stop the sink with a message that says what to check.
+//! `sinks::delivery`), then uploaded by [`S3Store::deliver`] on an upload
+//! thread. Transient failures (5xx, 429, timeouts, network) leave the
+//! records in the spool and the loop retries the same object under the
+//! same key with backoff; credential and owner errors stop the sink with a
+//! message that says what to check.
 
 use super::{ObjectStore, SinkError};
 use crate::config::{
@@ -83,6 +84,9 @@ pub struct S3Config {
     /// Multipart part size (at least 5 MiB).
     #[serde(default = "default_part")]
     pub part_size_bytes: u64,
+    /// Objects uploaded at once.
+    #[serde(default = "super::default_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn default_multipart() -> u64 {
@@ -225,6 +229,7 @@ impl S3Config {
             layout.compression,
             self.compression_level,
             &self.rotate,
+            self.max_in_flight,
             out,
         );
     }
@@ -589,7 +594,7 @@ impl ObjectStore for S3Store {
         &self.temp
     }
 
-    fn deliver(&mut self, temp: &Path, key: &str) -> Result<u64, SinkError> {
+    fn deliver(&self, temp: &Path, key: &str) -> Result<u64, SinkError> {
         let size = std::fs::metadata(temp)
             .map_err(|e| SinkError::io(temp, &e))?
             .len();

@@ -13,7 +13,7 @@
 
 use crate::metrics::{CycleStats, Metrics};
 use crate::pipeline::{Pipeline, run_all};
-use crate::spool::{Admission, Spool};
+use crate::spool::Spool;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -190,20 +190,27 @@ impl PollCtx {
     }
 
     /// Runs the page through the pipelines and commits its rows with the
-    /// new cursor in one transaction. Waits while the spool is over its
-    /// high-water mark.
+    /// new cursor as one unit. Waits while a sink it feeds is over its
+    /// spool budget, and retries (with backoff, logged) while the spool
+    /// cannot commit, such as on a full disk: the page is neither lost nor
+    /// skipped, and the poller goes on once the spool can take it.
     ///
     /// # Errors
     ///
     /// [`PollError::Shutdown`] when stopping; [`PollError::Fatal`] when the
-    /// pipelines or the spool fail (nothing was committed).
+    /// pipelines fail (nothing was committed).
     pub async fn commit(
         &mut self,
         records: Vec<Vec<u8>>,
         cursor: &Watermark,
     ) -> Result<(), PollError> {
         let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
-        while self.spool.admission(records.len() as u64, bytes) == Admission::Backoff {
+        let sinks = crate::pipeline::sinks_of(&self.pipelines);
+        while self
+            .spool
+            .admission(&sinks, records.len() as u64, bytes)
+            .is_err()
+        {
             self.sleep(Duration::from_secs(1)).await?;
         }
         let received_at_ms = chrono::Utc::now().timestamp_millis();
@@ -211,10 +218,24 @@ impl PollCtx {
             .await
             .map_err(|e| PollError::Fatal(e.to_string()))?;
         let cursor = serde_json::to_string(cursor).map_err(|e| PollError::Fatal(e.to_string()))?;
-        self.spool
-            .append_with_checkpoint(rows, Some((self.checkpoint.clone(), cursor)))
-            .await
-            .map_err(|e| PollError::Fatal(e.to_string()))
+        let mut backoff = Backoff::new();
+        loop {
+            let checkpoint = Some((self.checkpoint.clone(), cursor.clone()));
+            match self
+                .spool
+                .append_with_checkpoint(rows.clone(), checkpoint)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(crate::spool::SpoolError::Closed) => return Err(PollError::Shutdown),
+                Err(e) => {
+                    let wait = backoff.next(None);
+                    self.metrics
+                        .poll_retry(&self.name, &format!("spool: {e}"), wait);
+                    self.sleep(wait).await?;
+                }
+            }
+        }
     }
 
     /// Commits a page (see [`PollCtx::commit`]) and accounts for it: the

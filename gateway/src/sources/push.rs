@@ -11,7 +11,7 @@ use crate::config::{AuthConfig, Config, Invalid, ResolvedAuth, invalid};
 use crate::metrics::{Metrics, Rejection};
 use crate::pipeline::{Pipeline, RunAllError};
 use crate::sources::body::{self, BodyError};
-use crate::spool::{Admission, Spool};
+use crate::spool::Spool;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -97,6 +97,14 @@ pub struct PushSource {
     pub auth: ResolvedAuth,
     /// The pipelines it feeds.
     pub pipelines: Vec<Arc<Pipeline>>,
+}
+
+impl PushSource {
+    /// The sinks its pipelines write to (data and dead letters): it backs
+    /// off when any of them is over its spool budget.
+    pub fn sinks(&self) -> Vec<Arc<str>> {
+        crate::pipeline::sinks_of(&self.pipelines)
+    }
 }
 
 /// State shared by all requests.
@@ -206,7 +214,7 @@ async fn accept(
     if declared.is_some_and(|n| n > cfg.max_body_bytes as u64) {
         return Err(too_large(cfg.max_body_bytes));
     }
-    backoff_if_full(state, cfg, 0, declared.unwrap_or(0))?;
+    backoff_if_full(state, source, 0, declared.unwrap_or(0))?;
     let body = Limited::new(body, cfg.max_body_bytes)
         .collect()
         .await
@@ -240,39 +248,53 @@ async fn accept(
         return Ok((0, wire_bytes));
     }
     let bytes: usize = records.iter().map(Vec::len).sum();
-    backoff_if_full(state, cfg, count as u64, bytes as u64)?;
+    backoff_if_full(state, source, count as u64, bytes as u64)?;
     let rows = crate::pipeline::run_all(&source.pipelines, &state.workers, records, received_at_ms)
         .await
         .map_err(|e| match e {
             RunAllError::Closed => shutting_down(),
             other => internal(other.to_string()),
         })?;
-    state
-        .spool
-        .append(rows)
-        .await
-        .map_err(|e| internal(e.to_string()))?;
+    state.spool.append(rows).await.map_err(|e| {
+        if e.is_disk_full() {
+            let mut r = Refusal::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                Rejection::DiskFull,
+                format!("not stored: {e}; retry later"),
+            );
+            r.headers.push((
+                header::RETRY_AFTER,
+                HeaderValue::from(source.config.retry_after_secs),
+            ));
+            r
+        } else {
+            internal(e.to_string())
+        }
+    })?;
     Ok((count, wire_bytes))
 }
 
 fn backoff_if_full(
     state: &PushState,
-    cfg: &PushConfig,
+    source: &PushSource,
     records: u64,
     bytes: u64,
 ) -> Result<(), Refusal> {
-    if state.spool.admission(records, bytes) == Admission::Open {
+    let Err(over) = state.spool.admission(&source.sinks(), records, bytes) else {
         return Ok(());
-    }
-    let (r, b) = state.spool.depth();
+    };
     let mut refusal = Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
         Rejection::Backpressure,
-        format!("the spool is over its high-water mark ({r} records, {b} bytes); retry later"),
+        format!(
+            "sink `{}` is over its spool budget ({}); retry later",
+            over.sink, over.why
+        ),
     );
-    refusal
-        .headers
-        .push((header::RETRY_AFTER, HeaderValue::from(cfg.retry_after_secs)));
+    refusal.headers.push((
+        header::RETRY_AFTER,
+        HeaderValue::from(source.config.retry_after_secs),
+    ));
     Err(refusal)
 }
 
