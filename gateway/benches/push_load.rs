@@ -194,6 +194,16 @@ sync = "{sync}"
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
     println!("  sluice peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    // Whether the sink kept up: what it delivered during the run, and the
+    // backlog left in the spool when the load stopped.
+    let scrape = gateway.metrics().await;
+    let value = |sample: &str| gw::metric_opt(&scrape, sample).unwrap_or(0.0);
+    println!(
+        "  delivered by the sink during the run: {:.0} records; spool backlog at the end: {:.0} records, {:.1} MiB",
+        value("sluice_sink_records_total{sink=\"out\"}"),
+        value("sluice_spool_records{sink=\"out\"}"),
+        value("sluice_spool_bytes{sink=\"out\"}") / 1048576.0
+    );
     if std::env::var_os("LOAD_METRICS").is_some() {
         let (_, metrics) = gateway.admin_get("/metrics").await;
         for line in metrics

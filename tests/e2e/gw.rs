@@ -299,17 +299,21 @@ impl Client {
 
     /// Opens a keep-alive HTTP/1.1 connection.
     pub async fn connect(&self) -> Conn {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.try_connect().await.unwrap()
+    }
+
+    /// Opens a keep-alive HTTP/1.1 connection, or says why it could not.
+    pub async fn try_connect(&self) -> std::io::Result<Conn> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
         let tls = self
             .tls
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
+            .await?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .unwrap();
+            .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
-        Conn { send }
+        Ok(Conn { send })
     }
 
     /// One request on a fresh connection.
@@ -361,17 +365,39 @@ impl Conn {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Reply {
+        self.try_push(source, headers, body).await.unwrap()
+    }
+
+    /// POSTs, or says why no answer came (the connection broke).
+    pub async fn try_push(
+        &mut self,
+        source: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
         let mut req = Request::post(format!("/v1/push/{source}")).header("host", "localhost");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        self.send.ready().await.unwrap();
+        self.send.ready().await.map_err(|e| e.to_string())?;
         let resp = self
             .send
             .send_request(req.body(Full::new(body.into())).unwrap())
             .await
-            .unwrap();
-        read(resp).await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //! with 403 as AWS does. `scripts/s3-test-server.sh` starts them; the tests
 //! start it themselves when it is not running.
 
+use crate::faultproxy::FaultProxy;
 use crate::gw::{Gateway, config, metric_value};
 use crate::s3env::{RGW, S3Env, admin_client, new_bucket, rgw, s3_env, shared};
 use hyper::StatusCode;
@@ -630,4 +631,344 @@ async fn without_keys_in_the_config_credentials_come_from_the_aws_chain() {
         wrong.stdout
     );
     assert!(!format!("{}{}", wrong.stdout, wrong.stderr).contains("wrong-secret-0123456789"));
+}
+
+/// A sink config through the fault proxy instead of straight to radosgw.
+fn via_proxy(env: &S3Env, bucket: &str, proxy: &FaultProxy, extra: &str) -> String {
+    s3_sink(env, bucket, extra)
+        .replace(env.get("SLUICE_TEST_S3_ENDPOINT"), &proxy.endpoint())
+        .replace(
+            env.get("SLUICE_TEST_S3_CA"),
+            &proxy.ca_bundle.display().to_string(),
+        )
+}
+
+/// Data objects and their lines, once the bucket holds `n` lines, and
+/// again a moment later (so a late duplicate would be seen).
+async fn settled_lines(
+    admin: &aws_sdk_s3::Client,
+    bucket: &str,
+    n: usize,
+) -> BTreeMap<String, Vec<String>> {
+    wait_lines(admin, bucket, n).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    objects(admin, bucket)
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".connection-test"))
+        .map(|(k, (b, _, _))| {
+            let lines = lines_of(&k, &b);
+            (k, lines)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_put_answer_is_retried_under_the_same_key_and_lands_once() {
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
+    let proxy = FaultProxy::start(
+        dir.path(),
+        env.get("SLUICE_TEST_S3_ENDPOINT"),
+        env.get("SLUICE_TEST_S3_CA"),
+        Box::new(|m, target| {
+            m == hyper::Method::PUT
+                && !target.contains(".connection-test")
+                && !target.contains("uploadId")
+        }),
+        Duration::from_secs(8),
+    )
+    .await;
+    let gw = start(
+        dir.path(),
+        &push_to(&via_proxy(env, &bucket, &proxy, ""), ""),
+    );
+    let body: String = (0..300).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let r = gw.client().push("s", &[], body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Delivered only once an answer got through, after the refusals.
+    crate::spool::wait_drained(&gw, "lake").await;
+    let data = settled_lines(&admin, &bucket, 300).await;
+    assert_eq!(data.len(), 1, "exactly one object: {:?}", data.keys());
+    let mut got: Vec<i64> = data
+        .values()
+        .flatten()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..300).collect::<Vec<_>>(), "every record once");
+    // The dropped PUT had landed; the retry went to the same key.
+    let key = data.keys().next().unwrap();
+    let puts: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT" && !s.target.contains(".connection-test"))
+        .collect();
+    assert!(puts[0].dropped && puts[0].status == 200, "{puts:?}");
+    assert!(puts.len() >= 2, "{puts:?}");
+    assert!(
+        puts.iter()
+            .all(|p| p.target.starts_with(&format!("/{bucket}/{key}"))),
+        "{puts:?}"
+    );
+    assert!(gw.metric("sluice_sink_retries_total{sink=\"lake\"}").await >= 1.0);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_complete_multipart_answer_is_retried_and_lands_once() {
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
+    let proxy = FaultProxy::start(
+        dir.path(),
+        env.get("SLUICE_TEST_S3_ENDPOINT"),
+        env.get("SLUICE_TEST_S3_CA"),
+        Box::new(|m, target| m == hyper::Method::POST && target.contains("uploadId=")),
+        Duration::from_secs(8),
+    )
+    .await;
+    let sink = via_proxy(
+        env,
+        &bucket,
+        &proxy,
+        "multipart_threshold_bytes = 1048576\npart_size_bytes = 5242880",
+    );
+    let gw = start(dir.path(), &push_to(&sink, ""));
+    // About 3 MB of records that do not compress: one multipart object.
+    let body: String = (0..3000)
+        .map(|i| {
+            let pad: String = (0..500)
+                .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+                .collect();
+            format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n")
+        })
+        .collect();
+    let r = gw.client().push("s", &[], body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    crate::spool::wait_drained(&gw, "lake").await;
+    let data = settled_lines(&admin, &bucket, 3000).await;
+    assert_eq!(data.len(), 1, "exactly one object: {:?}", data.keys());
+    let lines = data.values().next().unwrap();
+    assert_eq!(lines.len(), 3000, "every record once");
+    let completes: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.target.contains("uploadId="))
+        .collect();
+    assert!(completes[0].dropped, "{completes:?}");
+    assert!(completes.len() >= 2, "{completes:?}");
+    let key = data.keys().next().unwrap();
+    assert!(
+        completes
+            .iter()
+            .all(|c| c.target.starts_with(&format!("/{bucket}/{key}?"))),
+        "{completes:?}"
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emnify_events_usage_and_dead_letters_of_one_second_are_all_kept() {
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
+    // Two records per object: several objects of one kind are finished in
+    // the same second, and their second-resolution names must not collide.
+    let sink = s3_sink(
+        env,
+        &bucket,
+        "preset = \"emnify\"\nrotate = { max_age_secs = 0.3, max_records = 2 }",
+    );
+    let gw = start(
+        dir.path(),
+        &push_to(
+            &sink.replace("rotate = { max_age_secs = 0.3 }\n", ""),
+            "[[pipelines.p.transforms]]\nuse = \"emnify-csv\"\n",
+        ),
+    );
+    let event = |id: i64| {
+        format!(
+            r#"{{"id":{id},"event_type":{{"id":1,"description":"Update location"}},"timestamp":"2021-10-27T11:59:29.000Z","alert":false}}"#
+        )
+    };
+    let usage = |id: i64| {
+        format!(
+            r#"{{"id":{id},"traffic_type":{{"id":5,"description":"Data"}},"start_timestamp":"2022-04-26T11:53:43Z","cost":0.5,"volume":{{"total":1.0,"rx":0.5,"tx":0.5}}}}"#
+        )
+    };
+    let mut records: Vec<String> = (1..=5).map(event).collect();
+    records.extend((11..=13).map(usage));
+    records.push(r#"{"neither":"usage nor event"}"#.into());
+    records.push("42".into());
+    let r = gw
+        .client()
+        .push("s", &[], format!("[{}]", records.join(",")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["accepted"], 10);
+    // Rows plus one header per object: wait for all ten rows.
+    let mut data = BTreeMap::new();
+    for _ in 0..100 {
+        data = settled_lines(&admin, &bucket, 10).await;
+        let rows: usize = data.values().map(|l| l.len() - 1).sum();
+        if rows >= 10 {
+            break;
+        }
+    }
+    let rows = |prefix: &str| -> Vec<String> {
+        data.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .flat_map(|(_, l)| l[1..].to_vec())
+            .collect()
+    };
+    assert_eq!(rows("events_").len(), 5, "{:?}", data.keys());
+    assert_eq!(rows("cdr_").len(), 3, "{:?}", data.keys());
+    let dead = rows("dead_letter/");
+    assert_eq!(dead.len(), 2, "{:?}", data.keys());
+    assert!(dead.iter().any(|r| r.contains("neither")) && dead.iter().any(|r| r.contains("42")));
+    assert!(
+        data.keys()
+            .filter(|k| k.starts_with("events_"))
+            .all(|k| k.len() == "events_YYYYMMDD_HHMMSS.csv".len()),
+        "{:?}",
+        data.keys()
+    );
+    assert!(data.keys().filter(|k| k.starts_with("events_")).count() >= 3);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_in_a_loop_under_load_puts_every_ack_in_the_bucket_exactly_once() {
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
+    let sink = s3_sink(
+        env,
+        &bucket,
+        "compression = \"gzip\"\nkey = \"{route}/%Y/%m/%d\"",
+    );
+    let cfg = push_to(
+        &sink,
+        "[[pipelines.p.transforms]]\nuse = \"ecs-jumpcloud\"\n",
+    );
+    let gw = start(dir.path(), &cfg);
+    let load = crate::spool::Load::start(gw.client(), "s", 4, 50);
+    let restart = |d: &std::path::Path| start(d, &cfg);
+    let gw = crate::spool::kill_loop(dir.path(), gw, &load, 5, &restart).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tally = load.finish().await;
+    crate::spool::wait_drained(&gw, "lake").await;
+    gw.stop();
+    let lines: Vec<(String, String)> = objects(&admin, &bucket)
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".connection-test"))
+        .flat_map(|(k, (b, _, _))| {
+            lines_of(&k, &b)
+                .into_iter()
+                .map(move |l| (k.clone(), l))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    crate::spool::assert_exactly_once(&crate::spool::ecs_ids(&lines), &tally);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_stopped_by_a_403_holds_back_only_its_own_sources() {
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
+    let lake_sink = s3_sink(env, &bucket, "expected_bucket_owner = \"999999999999\"").replace(
+        env.get("SLUICE_TEST_S3_ENDPOINT"),
+        env.get("SLUICE_TEST_S3_OWNER_ENDPOINT"),
+    );
+    let cfg = config(&format!(
+        r#"
+[sources.s]
+type = "push"
+listener = "https"
+auth = {{ type = "none" }}
+
+[sources.local]
+type = "push"
+listener = "https"
+auth = {{ type = "none" }}
+
+[pipelines.p]
+source = "s"
+sink = "lake"
+
+[pipelines.l]
+source = "local"
+sink = "out"
+
+[sinks.out]
+type = "local"
+path = "out"
+key = "{{source}}"
+rotate = {{ max_age_secs = 0.1 }}
+
+[spool.sinks.lake]
+max_records = 6
+{lake_sink}"#
+    ));
+    let gw = start(dir.path(), &cfg);
+    for _ in 0..100 {
+        if gw.stderr().contains("sink stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = gw.client();
+    let mut refused = None;
+    for _ in 0..10 {
+        let r = c.push("s", &[], "[1,2]").await;
+        if r.status != StatusCode::OK {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the stopped sink's source is held back at its budget");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers["retry-after"], "5");
+    for i in 0..5 {
+        let r = c.push("local", &[], format!("{{\"i\":{i}}}")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "the other source goes on: {}",
+            r.body
+        );
+    }
+    let lines = crate::gw::wait_delivered(&dir.path().join("out"), 5).await;
+    assert_eq!(lines.len(), 5, "the other sink delivers");
+    assert_eq!(gw.metric("sluice_sink_stopped{sink=\"lake\"}").await, 1.0);
+    gw.stop();
+    assert!(objects(&admin, &bucket).await.is_empty());
 }

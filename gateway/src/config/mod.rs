@@ -354,6 +354,11 @@ pub struct SpoolConfig {
     /// data is deleted a whole segment at a time.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Appends are refused (507) while the state folder's file system has
+    /// less than this free, so the metadata can still record the deliveries
+    /// that free space again.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
     /// Budgets for particular sinks, over the ones above.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkBudget>,
@@ -380,6 +385,7 @@ impl Default for SpoolConfig {
             high_water: default_high_water(),
             sync: SyncMode::default(),
             segment_bytes: default_segment_bytes(),
+            min_free_bytes: default_min_free(),
             sinks: BTreeMap::new(),
         }
     }
@@ -395,6 +401,9 @@ fn default_high_water() -> f64 {
     0.8
 }
 fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_min_free() -> u64 {
     64 << 20
 }
 

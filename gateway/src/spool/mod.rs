@@ -250,6 +250,7 @@ impl Spool {
             meta: spool.meta.clone(),
             logs: spool.logs.clone(),
             sync: spool.limits.sync == SyncMode::Full,
+            min_free: spool.limits.min_free_bytes,
             unrecorded: BTreeMap::new(),
             last_recorded: Instant::now(),
         };
@@ -462,6 +463,12 @@ impl Spool {
     }
 }
 
+/// Bytes available to this process on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// The sinks named in first-release rows.
 fn old_sinks(meta: &Meta) -> Result<Vec<String>, SpoolError> {
     let mut sinks = Vec::new();
@@ -535,6 +542,7 @@ struct Writer {
     meta: Arc<Meta>,
     logs: BTreeMap<String, Arc<SinkLog>>,
     sync: bool,
+    min_free: u64,
     /// Published ends not yet recorded in the metadata.
     unrecorded: BTreeMap<String, Pos>,
     last_recorded: Instant,
@@ -596,6 +604,7 @@ impl Writer {
                 }
             }
         }
+        let failed = failed.or_else(|| self.no_room(&spool.dir, &ops));
         let result = match failed {
             Some(e) => {
                 for log in &touched {
@@ -653,6 +662,24 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// A full disk, before anything is written: the file system must keep
+    /// `min_free` bytes after the batch, for the metadata.
+    fn no_room(&self, dir: &Path, ops: &[Op]) -> Option<SpoolError> {
+        let bytes: u64 = ops
+            .iter()
+            .flat_map(|Op::Append { rows, .. }| rows)
+            .map(|r| frame::encoded_len(&r.route, &r.source, &r.data) as u64)
+            .sum();
+        let free = free_bytes(dir)?;
+        (free < self.min_free.saturating_add(bytes)).then(|| {
+            SpoolError::DiskFull(format!(
+                "{} has {free} bytes free, and keeps at least {} (spool.min_free_bytes)",
+                dir.display(),
+                self.min_free
+            ))
+        })
     }
 
     /// Records published ends in the metadata, at most once a second: they
