@@ -1,5 +1,8 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` (open), and the
-//! transforms API under `/v1/transforms` (bearer token):
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` (open), and,
+//! with the bearer token of `[admin] token`, the transforms API under
+//! `/v1/transforms` and the backfills API under `/v1/backfills`
+//! (`POST` `{"source", "since", "until"}`, `GET`/`DELETE /v1/backfills/{id}`;
+//! see `commands::backfill`). The transforms API:
 //!
 //! - `PUT /v1/transforms/{name}` — body: the component. Query: `config=K=V`
 //!   (repeatable; the test config), `sample=<JSON>` (repeatable; records
@@ -44,15 +47,17 @@ pub struct AdminState {
     /// True once every listener and sink has started; false again when
     /// shutdown begins.
     pub ready: AtomicBool,
-    /// The transforms API, when a token is configured.
+    /// The bearer token of the `/v1/…` APIs; without it they answer 403.
+    pub token: Option<SecretValue>,
+    /// The transforms API (when a token is configured).
     pub transforms: Option<TransformsApi>,
+    /// Backfills run inside the gateway (when a token is configured).
+    pub backfills: Option<Arc<crate::commands::backfill::Backfills>>,
 }
 
 /// Everything the transforms API needs.
 #[derive(Debug)]
 pub struct TransformsApi {
-    /// The bearer token.
-    pub token: SecretValue,
     /// Where uploads go.
     pub store: Arc<Store>,
     /// The wasm host (to compile and check uploads).
@@ -83,28 +88,39 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
                 )
             }
         }
-        p if p == "/v1/transforms" || p.starts_with("/v1/transforms/") => match &state.transforms {
-            None => error(
-                StatusCode::FORBIDDEN,
-                "disabled",
-                "the transforms API is off: set [admin] token",
-            ),
-            Some(api) => {
-                if !authorized(&api.token, req.headers()) {
-                    let mut r = error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "missing or wrong bearer token",
-                    );
-                    r.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        header::HeaderValue::from_static("Bearer realm=\"sluice-admin\""),
-                    );
-                    return r;
-                }
-                transforms(&state.metrics, api, req).await
+        p if p.starts_with("/v1/") => {
+            let Some(token) = &state.token else {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "disabled",
+                    "the admin API is off: set [admin] token",
+                );
+            };
+            if !authorized(token, req.headers()) {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"sluice-admin\""),
+                );
+                return r;
             }
-        },
+            match (&state.transforms, &state.backfills) {
+                (Some(api), _) if p == "/v1/transforms" || p.starts_with("/v1/transforms/") => {
+                    transforms(&state.metrics, api, req).await
+                }
+                (_, Some(b)) if p == "/v1/backfills" || p.starts_with("/v1/backfills/") => {
+                    backfills(b, req).await
+                }
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "not found"}),
+                ),
+            }
+        }
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "not found"}),
@@ -144,6 +160,64 @@ fn authorized(token: &SecretValue, headers: &header::HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|given| token.ct_eq(given.trim().as_bytes()))
+}
+
+/// `POST /v1/backfills` (`{"source", "since", "until"}`), `GET` and
+/// `DELETE /v1/backfills/{id}`.
+async fn backfills(b: &Arc<crate::commands::backfill::Backfills>, req: Request<Incoming>) -> Reply {
+    use crate::commands::backfill::BackfillError;
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let id = path
+        .strip_prefix("/v1/backfills/")
+        .map(|id| id.parse::<u64>().ok());
+    let status = |s: Option<crate::commands::backfill::Status>| match s {
+        Some(s) => json(StatusCode::OK, &serde_json::to_value(s).unwrap_or_default()),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such backfill"),
+    };
+    match (req.method().clone(), id) {
+        (Method::POST, None) => {
+            let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large");
+                }
+            };
+            let v: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        &format!("not JSON: {e}"),
+                    );
+                }
+            };
+            let (Some(source), Some(since)) = (v["source"].as_str(), v["since"].as_str()) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "send {\"source\": …, \"since\": …, \"until\": …}",
+                );
+            };
+            match b.start(source, since, v["until"].as_str()) {
+                Ok(s) => json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::to_value(s).unwrap_or_default(),
+                ),
+                Err(e @ (BackfillError::NotAPoller(_) | BackfillError::Run(_))) => {
+                    error(StatusCode::NOT_FOUND, "not_found", &e.to_string())
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+            }
+        }
+        (Method::GET, Some(Some(id))) => status(b.status(id)),
+        (Method::DELETE, Some(Some(id))) => status(b.cancel(id)),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such backfills endpoint",
+        ),
+    }
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Reply {

@@ -51,7 +51,8 @@ enum Command {
         config: PathBuf,
     },
     /// Run one poller source over a historic window, with a progress line,
-    /// through its pipelines to its sinks.
+    /// through its pipelines to its sinks. Beside a running gateway on the
+    /// same state folder it runs inside that gateway (admin API and token).
     Backfill {
         /// The config file.
         #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
@@ -428,11 +429,46 @@ fn run_backfill(
     since: &str,
     until: Option<&str>,
 ) -> ExitCode {
+    use sluice::commands::backfill;
     let (config, runtime) = match config_and_runtime(path, true) {
         Ok(both) => both,
         Err(code) => return code,
     };
-    let result = runtime.block_on(sluice::commands::backfill::backfill(
+    if sluice::spool::lock::StateLock::held(&config.state_dir()) {
+        let target = match backfill::gateway_target(&config) {
+            Ok(t) => t,
+            Err(e) => return fail(&e.into()),
+        };
+        eprintln!(
+            "sluice: a gateway holds {}; the backfill runs inside it (Ctrl-C cancels it; what it spooled stays)",
+            config.state_dir().display()
+        );
+        let result = runtime.block_on(backfill::through_gateway(
+            &target,
+            source,
+            since,
+            until,
+            shutdown_signal(),
+        ));
+        return match result {
+            Ok(s) => {
+                println!(
+                    "backfill {source}: {} events spooled ({} received, {} duplicates) in {} requests, {:.1} s, {:.0} events/s; {} inside the running gateway, which delivers them (backfill {})",
+                    s.events,
+                    s.received,
+                    s.duplicates,
+                    s.requests,
+                    s.elapsed_secs,
+                    s.events as f64 / s.elapsed_secs.max(1e-3),
+                    s.state,
+                    s.id
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.into()),
+        };
+    }
+    let result = runtime.block_on(backfill::backfill(
         config,
         source,
         since,

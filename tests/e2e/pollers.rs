@@ -633,3 +633,98 @@ async fn backfill_a_window_with_progress() {
     assert_eq!(keys.len(), 1);
     assert!(keys[0].starts_with("backfill:jc:"), "{keys:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_beside_a_running_gateway_runs_inside_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let base = chrono::Utc::now() - chrono::Duration::days(3);
+    let ts = |i: i64| {
+        (base + chrono::Duration::milliseconds(i * 10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    state.add((0..2000).map(|i| (format!("b{i:05}"), ts(i), "directory".to_string())));
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let base_cfg = jc_config(&stub, &ago(60), "limit = 300", FAST_SINK)
+        + r#"
+[sources.s]
+type = "push"
+listener = "https"
+auth = { type = "none" }
+
+[pipelines.q]
+source = "s"
+sink = "pushed"
+
+[sinks.pushed]
+type = "local"
+path = "pushed"
+rotate = { max_age_secs = 0.2 }
+"#;
+    let with_token = base_cfg.replace(
+        "[admin]\naddress = \"127.0.0.1:0\"",
+        "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"admin-secret\"",
+    );
+    assert_ne!(with_token, base_cfg);
+    std::fs::write(dir.path().join("no-token.toml"), &base_cfg).unwrap();
+    let gw = Gateway::start(dir.path(), &with_token);
+    let load = crate::spool::Load::start(gw.client(), "s", 2, 20);
+    let (root, since, until) = (dir.path().to_path_buf(), ts(0), ts(2000));
+    let backfill = move |config: &str| {
+        let mut cmd = crate::support::sluice();
+        cmd.args(["backfill", "--config"])
+            .arg(root.join(config))
+            .args(["--source", "jc", "--since", &since, "--until", &until]);
+        crate::support::run_with(cmd, "", Duration::from_secs(120))
+    };
+    // Without a token, the gateway cannot take the backfill: refused, and
+    // nothing runs beside it on the same spool.
+    let run = tokio::task::spawn_blocking({
+        let b = backfill.clone();
+        move || b("no-token.toml")
+    })
+    .await
+    .unwrap();
+    run.expect_failure(2, "the config sets no [admin] token");
+    let run = tokio::task::spawn_blocking(move || backfill("sluice.toml"))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the backfill runs inside it"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("backfill jc: 2000 events spooled")
+            && run.stdout.contains("done inside the running gateway"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("backfill: 2000 events"),
+        "progress: {}",
+        run.stderr
+    );
+    let tally = load.finish().await;
+    let out = dir.path().join("out");
+    wait_for(|| ids(&out).len() >= 2000, "the window delivered").await;
+    crate::spool::wait_drained(&gw, "pushed").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_once(&out, 2000);
+    let pushed: Vec<String> = delivered(&dir.path().join("pushed"))
+        .iter()
+        .map(|(_, l)| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    crate::spool::assert_exactly_once(&pushed, &tally);
+    assert!(
+        gw.stderr()
+            .contains("backfill started through the admin API")
+    );
+    gw.stop();
+}

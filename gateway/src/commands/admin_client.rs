@@ -1,4 +1,5 @@
-//! `sluice transform push|versions|activate`: the admin API from the CLI.
+//! The admin API from the CLI: `sluice transform push|versions|activate`,
+//! and `sluice backfill` beside a running gateway.
 
 use crate::http_client::{HttpClient, HttpError};
 use hyper::Method;
@@ -164,6 +165,59 @@ impl AdminTarget {
 }
 
 /// Percent-encodes a query value.
+impl AdminTarget {
+    /// Starts a backfill inside the gateway (`POST /v1/backfills`).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`].
+    pub async fn start_backfill(
+        &self,
+        source: &str,
+        since: &str,
+        until: Option<&str>,
+    ) -> Result<serde_json::Value, AdminError> {
+        let body = serde_json::json!({"source": source, "since": since, "until": until});
+        self.call(
+            Method::POST,
+            "/v1/backfills",
+            Some(body.to_string().into_bytes()),
+            "application/json",
+        )
+        .await
+    }
+
+    /// A backfill's status.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`].
+    pub async fn backfill(&self, id: u64) -> Result<serde_json::Value, AdminError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/backfills/{id}"),
+            None,
+            "application/json",
+        )
+        .await
+    }
+
+    /// Cancels a backfill.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`].
+    pub async fn cancel_backfill(&self, id: u64) -> Result<serde_json::Value, AdminError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/backfills/{id}"),
+            None,
+            "application/json",
+        )
+        .await
+    }
+}
+
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {

@@ -99,7 +99,78 @@ pub(crate) struct Core {
     pub(crate) store: Arc<crate::store::Store>,
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Makes pollers and their contexts (for `run` and backfills).
+    pub(crate) pollers: Pollers,
     sink_threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Builds pollers of the config's sources, and the context each runs in.
+#[derive(Clone)]
+pub(crate) struct Pollers {
+    config: Arc<Config>,
+    keys: Arc<std::collections::BTreeMap<String, crate::config::SecretValue>>,
+    spool: Arc<Spool>,
+    pipelines: Arc<HashMap<String, Vec<Arc<Pipeline>>>>,
+    workers: Arc<Semaphore>,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Pollers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pollers")
+    }
+}
+
+impl Pollers {
+    /// A poller for source `name`, if it is one, with its interval.
+    pub(crate) fn poller(&self, name: &str) -> Result<Option<(Poller, Duration)>, RunError> {
+        let err = |e: PollError| RunError::Poller {
+            source_name: name.to_string(),
+            message: e.to_string(),
+        };
+        let key = || {
+            self.keys
+                .get(name)
+                .cloned()
+                .ok_or_else(|| err(PollError::Fatal("no API key".into())))
+        };
+        let config = &self.config;
+        Ok(match config.sources.get(name) {
+            Some(SourceConfig::Jumpcloud(j)) => {
+                let ca = j.ca_file.as_deref().map(|p| config.path(p));
+                let interval = Duration::from_secs(j.interval_secs);
+                Some((
+                    Poller::JumpCloud(JumpCloud::new(j.clone(), &key()?, ca).map_err(err)?),
+                    interval,
+                ))
+            }
+            Some(SourceConfig::Jupiterone(j)) => {
+                let ca = j.ca_file.as_deref().map(|p| config.path(p));
+                let interval = Duration::from_secs(j.interval_secs);
+                Some((
+                    Poller::JupiterOne(JupiterOne::new(j.clone(), &key()?, ca).map_err(err)?),
+                    interval,
+                ))
+            }
+            _ => None,
+        })
+    }
+
+    /// The context a poller of source `name` runs in, with its cursor
+    /// under `checkpoint`.
+    pub(crate) fn ctx(&self, name: &str, checkpoint: String) -> PollCtx {
+        PollCtx {
+            name: name.into(),
+            checkpoint,
+            spool: self.spool.clone(),
+            pipelines: self.pipelines.get(name).cloned().unwrap_or_default(),
+            workers: self.workers.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            progress: None,
+        }
+    }
 }
 
 impl Core {
@@ -279,71 +350,30 @@ impl Core {
             };
             sink_threads.push(thread.map_err(|e| sink_err(SinkError::io(&config.file, &e)))?);
         }
+        let workers = Arc::new(Semaphore::new(workers));
+        let pollers = Pollers {
+            config: Arc::new(config.clone()),
+            keys: Arc::new(secrets.api.clone()),
+            spool: spool.clone(),
+            pipelines: Arc::new(pipelines.clone()),
+            workers: workers.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        };
         Ok(Self {
             secrets,
             state_dir,
             metrics,
             spool,
             pipelines,
-            workers: Arc::new(Semaphore::new(workers)),
+            pollers,
+            workers,
             host,
             store,
             shutdown_tx,
             shutdown,
             sink_threads,
         })
-    }
-
-    /// A poller for source `name`, if it is one, with its interval.
-    pub(crate) fn poller(
-        &self,
-        config: &Config,
-        name: &str,
-    ) -> Result<Option<(Poller, Duration)>, RunError> {
-        let err = |e: PollError| RunError::Poller {
-            source_name: name.to_string(),
-            message: e.to_string(),
-        };
-        let key = || {
-            self.secrets
-                .api
-                .get(name)
-                .cloned()
-                .ok_or_else(|| err(PollError::Fatal("no API key".into())))
-        };
-        Ok(match config.sources.get(name) {
-            Some(SourceConfig::Jumpcloud(j)) => {
-                let ca = j.ca_file.as_deref().map(|p| config.path(p));
-                let interval = Duration::from_secs(j.interval_secs);
-                Some((
-                    Poller::JumpCloud(JumpCloud::new(j.clone(), &key()?, ca).map_err(err)?),
-                    interval,
-                ))
-            }
-            Some(SourceConfig::Jupiterone(j)) => {
-                let ca = j.ca_file.as_deref().map(|p| config.path(p));
-                let interval = Duration::from_secs(j.interval_secs);
-                Some((
-                    Poller::JupiterOne(JupiterOne::new(j.clone(), &key()?, ca).map_err(err)?),
-                    interval,
-                ))
-            }
-            _ => None,
-        })
-    }
-
-    /// The context a poller of source `name` runs in.
-    pub(crate) fn poll_ctx(&self, name: &str, checkpoint: String) -> PollCtx {
-        PollCtx {
-            name: name.into(),
-            checkpoint,
-            spool: self.spool.clone(),
-            pipelines: self.pipelines.get(name).cloned().unwrap_or_default(),
-            workers: self.workers.clone(),
-            metrics: self.metrics.clone(),
-            shutdown: self.shutdown.clone(),
-            progress: None,
-        }
     }
 
     /// Signals shutdown, lets sinks finish their open objects, closes the
@@ -436,8 +466,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         )));
     }
     for name in config.sources.keys() {
-        if let Some((poller, interval)) = core.poller(&config, name)? {
-            let ctx = core.poll_ctx(name, name.clone());
+        if let Some((poller, interval)) = core.pollers.poller(name)? {
+            let ctx = core.pollers.ctx(name, name.clone());
             tracing::info!(
                 source = name.as_str(),
                 interval_secs = interval.as_secs(),
@@ -447,8 +477,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         }
     }
 
-    let transforms = core.secrets.admin_token.clone().map(|token| TransformsApi {
-        token,
+    let token = core.secrets.admin_token.clone();
+    let transforms = token.as_ref().map(|_| TransformsApi {
         store: core.store.clone(),
         host: core.host.clone(),
         pipelines: core.pipelines.values().flatten().cloned().collect(),
@@ -462,11 +492,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         max_upload: config.admin.max_upload_bytes,
         swap_lock: tokio::sync::Mutex::new(()),
     });
+    let backfills = token
+        .as_ref()
+        .map(|_| crate::commands::backfill::Backfills::new(core.pollers.clone()));
     let admin_state = Arc::new(AdminState {
         metrics: core.metrics.clone(),
         spool: core.spool.clone(),
         ready: false.into(),
+        token,
         transforms,
+        backfills,
     });
     let admin_tls = match &config.admin.tls {
         Some(t) => Some(
@@ -499,6 +534,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         shutdown.clone(),
     ));
 
+    // `sluice backfill` beside this gateway finds the admin API here
+    // (its address may come from port 0).
+    if let Some(line) = lines.last() {
+        let line = line
+            .replace("://0.0.0.0:", "://127.0.0.1:")
+            .replace("://[::]:", "://[::1]:");
+        if let Err(e) = std::fs::write(state_dir.join("admin.url"), format!("{line}\n")) {
+            tracing::warn!(error = %e, "cannot write state_dir/admin.url; `sluice backfill` will not find the admin API");
+        }
+    }
     admin_state.ready.store(true, Ordering::Release);
     {
         let mut out = std::io::stdout().lock();
