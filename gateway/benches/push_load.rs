@@ -9,6 +9,7 @@
 //! cargo bench -p sluice --bench push_load
 //! # knobs (env): LOAD_SECS=20 LOAD_CONNS=8 LOAD_BATCH=100 LOAD_SYNC=full|normal LOAD_TRANSFORM=ecs-jumpcloud|none
 //! #              LOAD_SINK=local|s3 (s3: radosgw over TLS, started by scripts/s3-test-server.sh)
+//! #              LOAD_COMPRESSION=gzip|zstd|none (level 1 for gzip and zstd)
 //! ```
 
 mod common;
@@ -53,6 +54,11 @@ async fn main() {
     let sync: String = env_or("LOAD_SYNC", "full".to_string());
     let transform: String = env_or("LOAD_TRANSFORM", "ecs-jumpcloud".to_string());
     let sink_kind: String = env_or("LOAD_SINK", "local".to_string());
+    let compression: String = env_or("LOAD_COMPRESSION", "gzip".to_string());
+    let level = match compression.as_str() {
+        "gzip" | "zstd" => "compression_level = 1\n",
+        _ => "",
+    };
     let transforms = if transform == "none" {
         String::new()
     } else {
@@ -75,9 +81,8 @@ checksum = "when_required"
 sse = "aws:kms"
 kms_key_id = "{kms}"
 key = "{{route}}/%Y/%m/%d"
-compression = "gzip"
-compression_level = 1
-rotate = {{ max_age_secs = 5 }}
+compression = "{compression}"
+{level}rotate = {{ max_age_secs = 5 }}
 "#,
             endpoint = env.get("SLUICE_TEST_S3_ENDPOINT"),
             ca = env.get("SLUICE_TEST_S3_CA"),
@@ -86,7 +91,7 @@ rotate = {{ max_age_secs = 5 }}
             kms = env.get("SLUICE_TEST_S3_KMS_KEY"),
         )
     } else {
-        "[sinks.out]\ntype = \"local\"\npath = \"out\"\nkey = \"{route}/%Y/%m/%d\"\ncompression = \"gzip\"\ncompression_level = 1\nrotate = { max_age_secs = 5 }\n".to_string()
+        format!("[sinks.out]\ntype = \"local\"\npath = \"out\"\nkey = \"{{route}}/%Y/%m/%d\"\ncompression = \"{compression}\"\n{level}rotate = {{ max_age_secs = 5 }}\n")
     };
     let config = gw::config(&format!(
         r#"
@@ -180,7 +185,7 @@ sync = "{sync}"
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let rss = peak_rss_kib(&gateway);
     println!(
-        "push_load: {conns} connections x {batch} events/request, ~{event_bytes} B/event, transform {transform}, sync {sync}, {secs} s"
+        "push_load: {conns} connections x {batch} events/request, ~{event_bytes} B/event, transform {transform}, sync {sync}, {sink_kind} sink, {compression}, {secs} s"
     );
     println!(
         "  events/s: {:.0}   requests: {}   refused (503): {refused}",

@@ -301,6 +301,10 @@ impl Core {
                     .await
                     .map_err(|m| sink_err(SinkError::Fatal(m)))?;
                     let temp = state_dir.join("sink-tmp").join(name);
+                    // Files left here by an earlier process are objects it
+                    // was building; their records are in the spool, and an
+                    // object recorded before the crash is rebuilt.
+                    let _ = std::fs::remove_dir_all(&temp);
                     std::fs::create_dir_all(&temp)
                         .map_err(|e| sink_err(SinkError::io(&temp, &e)))?;
                     let settings = ObjectSettings {

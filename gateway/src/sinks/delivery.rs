@@ -320,7 +320,7 @@ impl<S: ObjectStore> Delivery<S> {
     fn pump_from(&mut self, reader: &mut Reader, all: bool) -> Result<bool, SinkError> {
         let mut n = 0;
         while all || n < PUMP_BATCH {
-            let item = reader.next().map_err(|e| SinkError::Io {
+            let item = reader.next_frame().map_err(|e| SinkError::Io {
                 path: PathBuf::from(format!("spool log of sink `{}`", self.s.name)),
                 message: e.to_string(),
             })?;
@@ -470,10 +470,15 @@ impl<S: ObjectStore> Delivery<S> {
             .collect();
         let (records, bytes) = self.log.depth();
         if records > self.pin_limit.0 || bytes > self.pin_limit.1 {
+            // Only an open object can be sealed early, and only sealing the
+            // one that holds the cursor frees anything (an upload that is
+            // failing is not helped by smaller objects).
+            let held_by_upload = self.pending.values().map(|p| p.row.lo.seq).min();
             let pinning = self
                 .open
                 .iter()
                 .min_by_key(|(_, o)| o.lo.seq)
+                .filter(|(_, o)| held_by_upload.is_none_or(|p| o.lo.seq < p))
                 .map(|(g, _)| g.clone());
             due.extend(pinning);
         }

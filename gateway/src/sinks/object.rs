@@ -427,7 +427,7 @@ pub fn rebuild(
     let mut reader = Reader::new(log.clone(), lo);
     let mut records = 0;
     loop {
-        let item = match reader.next() {
+        let item = match reader.next_frame() {
             Ok(Some(item)) if item.frame.seq <= hi => item,
             Ok(_) => break,
             Err(e) => {

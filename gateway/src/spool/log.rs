@@ -319,7 +319,7 @@ impl SinkLog {
             },
             damage: Vec::new(),
         };
-        while reader.next()?.is_some() {}
+        while reader.next_frame()?.is_some() {}
         let end = reader.pos;
         recovery.damage = std::mem::take(&mut reader.damage);
         drop(reader);
@@ -724,7 +724,7 @@ impl Reader {
     /// # Errors
     ///
     /// I/O errors reading a segment.
-    pub fn next(&mut self) -> io::Result<Option<Item<'_>>> {
+    pub fn next_frame(&mut self) -> io::Result<Option<Item<'_>>> {
         let physical = matches!(self.mode, Mode::Recover { .. });
         let (at, n) = loop {
             if let Mode::Recover { stop: Some(_), .. } = self.mode {
@@ -945,7 +945,7 @@ mod tests {
     fn read_all(log: &Arc<SinkLog>, from: Pos) -> (Vec<(u64, String)>, Vec<Damage>) {
         let mut r = Reader::new(log.clone(), from);
         let mut out = Vec::new();
-        while let Some(item) = r.next().unwrap() {
+        while let Some(item) = r.next_frame().unwrap() {
             out.push((
                 item.frame.seq,
                 String::from_utf8(item.frame.data.to_vec()).unwrap(),

@@ -20,7 +20,7 @@ fn read(spool: &Spool, sink: &str) -> Vec<String> {
     let log = spool.log(sink).unwrap();
     let mut r = Reader::new(log.clone(), log.cursor());
     let mut out = Vec::new();
-    while let Some(item) = r.next().unwrap() {
+    while let Some(item) = r.next_frame().unwrap() {
         out.push(String::from_utf8(item.frame.data.to_vec()).unwrap());
     }
     out
@@ -159,7 +159,7 @@ async fn a_first_release_spool_is_migrated_once_with_nothing_lost() {
     assert_eq!(t, (0..50).collect::<Vec<_>>());
     let log = spool.log("out").unwrap();
     let mut reader = Reader::new(log.clone(), log.cursor());
-    let first = reader.next().unwrap().unwrap();
+    let first = reader.next_frame().unwrap().unwrap();
     assert_eq!((first.frame.route, first.frame.source), ("s", "s"));
     drop(reader);
     spool.close();
