@@ -91,7 +91,9 @@ compression = "{compression}"
             kms = env.get("SLUICE_TEST_S3_KMS_KEY"),
         )
     } else {
-        format!("[sinks.out]\ntype = \"local\"\npath = \"out\"\nkey = \"{{route}}/%Y/%m/%d\"\ncompression = \"{compression}\"\n{level}rotate = {{ max_age_secs = 5 }}\n")
+        format!(
+            "[sinks.out]\ntype = \"local\"\npath = \"out\"\nkey = \"{{route}}/%Y/%m/%d\"\ncompression = \"{compression}\"\n{level}rotate = {{ max_age_secs = 5 }}\n"
+        )
     };
     let config = gw::config(&format!(
         r#"

@@ -577,16 +577,23 @@ async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
     gw.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_a_window_with_progress() {
-    let dir = tempfile::tempdir().unwrap();
+/// A JumpCloud stub state with `n` events three days ago, 10 ms apart
+/// (`b00000`, …), and the timestamp of the `i`-th.
+fn window_of(n: i64) -> (Arc<stubs::JumpCloud>, impl Fn(i64) -> String + Clone) {
     let state = stubs::JumpCloud::with_key("jc-test-key");
     let base = chrono::Utc::now() - chrono::Duration::days(3);
-    let ts = |i: i64| {
+    let ts = move |i: i64| {
         (base + chrono::Duration::milliseconds(i * 10))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     };
-    state.add((0..3000).map(|i| (format!("b{i:05}"), ts(i), "directory".to_string())));
+    state.add((0..n).map(|i| (format!("b{i:05}"), ts(i), "directory".to_string())));
+    (state, ts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_a_window_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, ts) = window_of(3000);
     // Outside the window: not fetched.
     state.add([
         ("before".to_string(), ts(-100), "directory".to_string()),
@@ -637,13 +644,7 @@ async fn backfill_a_window_with_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_beside_a_running_gateway_runs_inside_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let state = stubs::JumpCloud::with_key("jc-test-key");
-    let base = chrono::Utc::now() - chrono::Duration::days(3);
-    let ts = |i: i64| {
-        (base + chrono::Duration::milliseconds(i * 10))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
-    state.add((0..2000).map(|i| (format!("b{i:05}"), ts(i), "directory".to_string())));
+    let (state, ts) = window_of(2000);
     let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
     let base_cfg = jc_config(&stub, &ago(60), "limit = 300", FAST_SINK)
         + r#"

@@ -181,28 +181,38 @@ pub fn ecs_ids(lines: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
-fn local_cfg(extra: &str) -> String {
+/// Push source `s` (no auth, `source_extra` added) → pipeline `p`
+/// (`transforms`) → local sink `out` under `out/` (`sink` settings), and
+/// `rest` after it.
+fn one_way(source_extra: &str, transforms: &str, sink: &str, rest: &str) -> String {
     config(&format!(
         r#"
 [sources.s]
 type = "push"
 listener = "https"
 auth = {{ type = "none" }}
+{source_extra}
 
 [pipelines.p]
 source = "s"
 sink = "out"
-[[pipelines.p.transforms]]
-use = "ecs-jumpcloud"
+{transforms}
 
 [sinks.out]
 type = "local"
 path = "out"
-key = "{{route}}/%Y/%m/%d"
-compression = "gzip"
-rotate = {{ max_age_secs = 0.3, max_records = 700 }}
-{extra}"#
+{sink}
+{rest}"#
     ))
+}
+
+fn local_cfg(extra: &str) -> String {
+    one_way(
+        "",
+        "[[pipelines.p.transforms]]\nuse = \"ecs-jumpcloud\"",
+        "key = \"{route}/%Y/%m/%d\"\ncompression = \"gzip\"\nrotate = { max_age_secs = 0.3, max_records = 700 }",
+        extra,
+    )
 }
 
 /// Waits until nothing is left in the spool for `sink`.
@@ -241,24 +251,12 @@ async fn kill9_in_a_loop_under_load_delivers_every_ack_exactly_once() {
 async fn spooled(dir: &Path, n: usize, extra: &str) {
     std::fs::create_dir_all(dir.join("out")).unwrap();
     std::fs::write(dir.join("out/s"), "in the way").unwrap();
-    let cfg = config(&format!(
-        r#"
-[sources.s]
-type = "push"
-listener = "https"
-auth = {{ type = "none" }}
-
-[pipelines.p]
-source = "s"
-sink = "out"
-
-[sinks.out]
-type = "local"
-path = "out"
-key = "{{source}}"
-rotate = {{ max_age_secs = 0.2 }}
-{extra}"#
-    ));
+    let cfg = one_way(
+        "",
+        "",
+        "key = \"{source}\"\nrotate = { max_age_secs = 0.2 }",
+        extra,
+    );
     let gw = Gateway::start(dir, &cfg);
     let body: String = (0..n).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     let r = gw.client().push("s", &[], body).await;
@@ -354,23 +352,11 @@ async fn a_first_release_spool_db_is_delivered_after_the_upgrade() {
         "/../tests/fixtures/spool-v1/spool.db"
     );
     std::fs::copy(fixture, dir.path().join("state/spool.db")).unwrap();
-    let cfg = config(
-        r#"
-[sources.s]
-type = "push"
-listener = "https"
-auth = { type = "none" }
-
-[pipelines.p]
-source = "s"
-sink = "out"
-
-[sinks.out]
-type = "local"
-path = "out"
-key = "{route}"
-rotate = { max_age_secs = 0.2 }
-"#,
+    let cfg = one_way(
+        "",
+        "",
+        "key = \"{route}\"\nrotate = { max_age_secs = 0.2 }",
+        "",
     );
     let gw = Gateway::start(dir.path(), &cfg);
     let lines = wait_delivered(&dir.path().join("out"), 1050).await;
@@ -549,28 +535,11 @@ async fn a_full_disk_acknowledges_nothing_and_recovers_by_itself() {
     let _fs = Tmpfs::mount(&dir.path().join("state"), "4m");
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
     std::fs::write(dir.path().join("out/s"), "in the way").unwrap();
-    let cfg = config(
-        r#"
-[sources.s]
-type = "push"
-listener = "https"
-auth = { type = "none" }
-retry_after_secs = 2
-
-[pipelines.p]
-source = "s"
-sink = "out"
-
-[sinks.out]
-type = "local"
-path = "out"
-key = "{source}"
-rotate = { max_age_secs = 0.1 }
-
-[spool]
-segment_bytes = 65536
-min_free_bytes = 1048576
-"#,
+    let cfg = one_way(
+        "retry_after_secs = 2",
+        "",
+        "key = \"{source}\"\nrotate = { max_age_secs = 0.1 }",
+        "[spool]\nsegment_bytes = 65536\nmin_free_bytes = 1048576",
     );
     let gw = Gateway::start(dir.path(), &cfg);
     let c = gw.client();
