@@ -253,3 +253,69 @@ async fn forward(
     }
     Ok(out.body(Full::new(rbody)).unwrap())
 }
+
+/// An HTTPS server that completes TLS, reads whatever it is sent, and
+/// never answers: a store that took the request and went silent.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    /// Its certificate (PEM), for the sink's `ca_file`.
+    pub cert: std::path::PathBuf,
+    stop: watch::Sender<bool>,
+}
+
+impl BlackHole {
+    pub async fn start(dir: &std::path::Path) -> Self {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = dir.join("black-hole.pem");
+        std::fs::write(&cert, pair.cert.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(pair.cert.pem().as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(pair.signing_key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        let addr = listener.local_addr().unwrap();
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { continue };
+                        let acceptor = acceptor.clone();
+                        let mut stopped = stopped.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                            let mut buf = vec![0u8; 1 << 16];
+                            loop {
+                                tokio::select! {
+                                    n = tokio::io::AsyncReadExt::read(&mut tls, &mut buf) => {
+                                        if matches!(n, Ok(0) | Err(_)) { return }
+                                    }
+                                    _ = stopped.changed() => return,
+                                }
+                            }
+                        });
+                    }
+                    _ = stopped.changed() => return,
+                }
+            }
+        });
+        Self { addr, cert, stop }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

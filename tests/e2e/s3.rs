@@ -10,6 +10,8 @@ use crate::s3env::{RGW, S3Env, admin_client, new_bucket, rgw, s3_env, shared};
 use hyper::StatusCode;
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What most tests start from: the shared radosgw (held for reading, so the
@@ -971,4 +973,142 @@ max_records = 6
     assert_eq!(gw.metric("sluice_sink_stopped{sink=\"lake\"}").await, 1.0);
     gw.stop();
     assert!(objects(&admin, &bucket).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_endpoint_from_the_environment_or_a_profile_gets_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    // A plain listener that counts what reaches it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    listener.set_nonblocking(true).unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = {
+        let (reached, stop) = (reached.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        let mut buf = [0u8; 4096];
+                        reached.fetch_add(1, Ordering::Relaxed);
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            reached.fetch_add(n, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
+    let cfg = push_to(
+        r#"
+[sinks.lake]
+type = "s3"
+bucket = "lake"
+region = "us-east-1"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+expected_bucket_owner = "111122223333"
+"#,
+        "",
+    );
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let profile = dir.path().join("aws-config");
+    std::fs::write(&profile, format!("[profile plain]\nendpoint_url = {url}\n")).unwrap();
+    let profile = profile.display().to_string();
+    for vars in [
+        vec![("AWS_ENDPOINT_URL_S3", url.as_str())],
+        vec![("AWS_ENDPOINT_URL", url.as_str())],
+        vec![
+            ("AWS_CONFIG_FILE", profile.as_str()),
+            ("AWS_PROFILE", "plain"),
+        ],
+    ] {
+        let run = s3_test(&path, &vars);
+        assert_eq!(run.code, 2, "{vars:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("lake: FAILED") && run.stdout.contains("is not https://"),
+            "{vars:?}: {}",
+            run.stdout
+        );
+        assert!(!run.stdout.contains("wJalr"), "no secret in the error");
+        // `sluice run` refuses to start the same way.
+        let mut cmd = crate::support::sluice();
+        cmd.args(["run", "--config"]).arg(&path);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(vars.iter().copied());
+        let run = crate::support::run_with(cmd, "", Duration::from_secs(60));
+        run.expect_failure(2, "is not https://");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    counter.join().unwrap();
+    assert_eq!(
+        reached.load(Ordering::Relaxed),
+        0,
+        "no connection and no byte reached the plain-HTTP endpoint"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_that_takes_requests_and_never_answers_times_out_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let hole = crate::faultproxy::BlackHole::start(dir.path()).await;
+    let sink = format!(
+        r#"
+[sinks.lake]
+type = "s3"
+bucket = "lake"
+region = "us-east-1"
+endpoint = "{endpoint}"
+ca_file = "{ca}"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "secret-for-the-black-hole"
+checksum = "when_required"
+connect_timeout_secs = 1
+attempt_timeout_secs = 1
+rotate = {{ max_age_secs = 0.2 }}
+"#,
+        endpoint = hole.endpoint(),
+        ca = hole.cert.display()
+    );
+    std::fs::write(dir.path().join("sluice.toml"), push_to(&sink, "")).unwrap();
+    let gw = Gateway::start_existing(dir.path());
+    let r = gw.client().push("s", &[], "[1,2,3]").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut timeouts = None;
+    for _ in 0..300 {
+        timeouts = gw
+            .metric_opt("sluice_sink_errors_total{kind=\"timeout\",sink=\"lake\"}")
+            .await;
+        if timeouts.is_some_and(|t| t >= 2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        timeouts.is_some_and(|t| t >= 2.0),
+        "attempts time out and are retried:\n{}",
+        gw.stderr()
+    );
+    assert!(gw.metric("sluice_sink_retries_total{sink=\"lake\"}").await >= 1.0);
+    let started = std::time::Instant::now();
+    let log = gw.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "SIGTERM is not held up by a silent store: {:?}",
+        started.elapsed()
+    );
+    assert!(log.contains("undelivered=3"), "{log}");
 }

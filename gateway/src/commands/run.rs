@@ -327,9 +327,15 @@ impl Core {
                         .spawn(move || {
                             // The connection test proves credentials, TLS, the
                             // owner guard and encryption before the first object.
-                            match handle
-                                .block_on(sinks::s3::S3Store::connection_test(&client, &cfg))
-                            {
+                            let mut stop = shutdown.clone();
+                            let tested = handle.block_on(async {
+                                tokio::select! {
+                                    r = sinks::s3::S3Store::connection_test(&client, &cfg) => Some(r),
+                                    _ = stop.wait_for(|s| *s) => None,
+                                }
+                            });
+                            let Some(tested) = tested else { return };
+                            match tested {
                                 Ok(key) => tracing::info!(
                                     sink = &*settings.name,
                                     bucket = cfg.bucket.as_str(),

@@ -40,6 +40,8 @@ const PUMP_BATCH: usize = 20_000;
 /// Backoff of a failed upload (doubling per attempt) and its cap.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a stopping sink waits for uploads under way.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 /// How often the manifest forgets old delivered objects.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -158,6 +160,7 @@ pub fn run<S: ObjectStore>(
         Duration::from_millis(200).min(Duration::from_secs_f64(d.s.rotate.max_age_secs / 2.0));
     let mut backoff = RETRY_FIRST;
     let mut next_prune = Instant::now();
+    let mut stop_deadline: Option<Instant> = None;
     let mut resume_at = match d.restart() {
         Ok(()) => Instant::now(),
         Err(e) => d.local_failure(&e, &mut backoff),
@@ -198,13 +201,26 @@ pub fn run<S: ObjectStore>(
             let _ = d.meta.prune(before);
         }
         if stopping {
-            // Every object is sealed now; wait for the uploads under way.
-            // Those that fail stay recorded and go out at the next start.
+            // Every object is sealed now; wait for the uploads under way,
+            // for a while. Those that fail or are still running stay
+            // recorded and go out at the next start.
+            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_WAIT);
             if d.in_flight == 0 {
                 return;
             }
-            if let Some(f) = handle.block_on(finished.recv()) {
-                d.finished(f);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match handle.block_on(tokio::time::timeout(left, finished.recv())) {
+                Ok(Some(f)) => d.finished(f),
+                Ok(None) => return,
+                Err(_) => {
+                    d.record_progress();
+                    tracing::warn!(
+                        sink = &*d.s.name,
+                        uploads = d.in_flight,
+                        "uploads still under way at shutdown are left; their objects are uploaded again at the next start"
+                    );
+                    return;
+                }
             }
             continue;
         }

@@ -87,6 +87,21 @@ pub struct S3Config {
     /// Objects uploaded at once.
     #[serde(default = "super::default_in_flight")]
     pub max_in_flight: usize,
+    /// Seconds to connect (TCP and TLS) before an attempt fails.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds one attempt of one request (a PUT, one part) may take before
+    /// it fails and is retried: a server that takes a request and never
+    /// answers holds nothing for longer.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_secs: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_attempt_timeout() -> u64 {
+    120
 }
 
 fn default_multipart() -> u64 {
@@ -208,6 +223,12 @@ impl S3Config {
         if self.kms_key_id.is_some() && self.sse.as_deref() != Some("aws:kms") {
             out.push(invalid(&at("kms_key_id"), "needs sse = \"aws:kms\""));
         }
+        if self.connect_timeout_secs == 0 || self.attempt_timeout_secs == 0 {
+            out.push(invalid(
+                &at("attempt_timeout_secs"),
+                "connect_timeout_secs and attempt_timeout_secs must be positive",
+            ));
+        }
         if self.part_size_bytes < (5 << 20) {
             out.push(invalid(
                 &at("part_size_bytes"),
@@ -252,11 +273,20 @@ impl std::fmt::Debug for S3Store {
 }
 
 /// Builds the S3 client: rustls (ring) with the system roots plus the
-/// optional CA, static or chained credentials, the checksum mode.
+/// optional CA, static or chained credentials, the checksum mode, the
+/// timeouts, and the TLS-only guard.
+///
+/// TLS only, whatever sets the endpoint: the config's `endpoint` is checked
+/// by `validate`, and here the endpoint the SDK would really use (the
+/// config, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, a profile's
+/// `endpoint_url`) is checked before anything is sent; and every request
+/// passes [`TlsOnly`] just before it is transmitted, so no future code path
+/// can send one in clear.
 ///
 /// # Errors
 ///
-/// A message when the CA file cannot be read or the TLS setup fails.
+/// A message when the CA file cannot be read, the TLS setup fails, or the
+/// endpoint is not `https://`.
 pub async fn client(
     cfg: &S3Config,
     ca_file: Option<&Path>,
@@ -284,8 +314,34 @@ pub async fn client(
         .region(region)
         .load()
         .await;
+    let endpoint = cfg.endpoint.clone().or_else(|| {
+        let key = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id("S3")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()?;
+        shared
+            .service_config()
+            .and_then(|c| c.load_config(key))
+            .or_else(|| shared.endpoint_url().map(str::to_string))
+    });
+    if let Some(e) = &endpoint
+        && !e.to_ascii_lowercase().starts_with("https://")
+    {
+        return Err(format!(
+            "the S3 endpoint {e:?} (from the config, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the profile's endpoint_url) \
+             is not https://; sluice delivers over TLS only and sends nothing to it"
+        ));
+    }
+    let timeouts = aws_smithy_types::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(cfg.connect_timeout_secs))
+        .operation_attempt_timeout(std::time::Duration::from_secs(cfg.attempt_timeout_secs))
+        .build();
     let mut b = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(cfg.path_style.unwrap_or(cfg.endpoint.is_some()));
+        .force_path_style(cfg.path_style.unwrap_or(cfg.endpoint.is_some()))
+        .timeout_config(timeouts)
+        .interceptor(TlsOnly);
     if let Some(e) = &cfg.endpoint {
         b = b.endpoint_url(e.clone());
     }
@@ -305,6 +361,34 @@ pub async fn client(
         ChecksumMode::WhenRequired => aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
     });
     Ok(aws_sdk_s3::Client::from_conf(b.build()))
+}
+
+/// Part of the message [`TlsOnly`] refuses with.
+const TLS_ONLY: &str = "sluice talks to S3 over TLS only";
+
+/// Refuses, just before transmission, any request whose URL is not
+/// `https://`: the last line behind the endpoint checks, whatever set it.
+#[derive(Debug)]
+pub struct TlsOnly;
+
+impl aws_sdk_s3::config::Intercept for TlsOnly {
+    fn name(&self) -> &'static str {
+        "sluice-tls-only"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let uri = context.request().uri();
+        if uri.to_ascii_lowercase().starts_with("https://") {
+            return Ok(());
+        }
+        let shown = uri.split(['?', '/']).take(3).collect::<Vec<_>>().join("/");
+        Err(format!("refusing to send a request to {shown} in clear text: {TLS_ONLY}").into())
+    }
 }
 
 /// An S3 error, classified.
@@ -329,24 +413,36 @@ impl S3Failure {
                 status,
                 message: se.message().unwrap_or("").to_string(),
             },
-            None => S3Failure {
-                code: if status.is_some() {
-                    "Unknown".into()
+            None => {
+                let message = aws_smithy_types::error::display::DisplayErrorContext(e).to_string();
+                let code = if message.contains(TLS_ONLY) {
+                    "tls_only"
+                } else if status.is_some() {
+                    "Unknown"
+                } else if matches!(e, aws_sdk_s3::error::SdkError::TimeoutError(_))
+                    || message.contains("timed out")
+                    || message.contains("timeout")
+                {
+                    "timeout"
                 } else {
-                    "network".into()
-                },
-                status,
-                message: aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
-            },
+                    "network"
+                };
+                S3Failure {
+                    code: code.into(),
+                    status,
+                    message,
+                }
+            }
         }
     }
 
     /// Errors no retry can fix: credentials, permissions, the owner guard,
-    /// a missing bucket, an unknown KMS key.
+    /// a missing bucket, an unknown KMS key, a plain-HTTP endpoint.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self.code.as_str(),
-            "AccessDenied"
+            "tls_only"
+                | "AccessDenied"
                 | "InvalidAccessKeyId"
                 | "SignatureDoesNotMatch"
                 | "NoSuchBucket"
