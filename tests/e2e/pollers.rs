@@ -729,3 +729,45 @@ rotate = { max_age_secs = 0.2 }
     );
     gw.stop();
 }
+
+/// JumpCloud orders one millisecond's events by id, not by their finer
+/// time (its `search_after` is `[epoch ms, id]`); the stub does the same.
+/// Pages of 3 cut through groups of 5 events per millisecond whose
+/// sub-millisecond digits run against their id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_events_of_one_millisecond_are_all_kept_across_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let second = (chrono::Utc::now() - chrono::Duration::minutes(10)).timestamp();
+    let at = |ms: i64, sub_ns: i64| {
+        chrono::DateTime::from_timestamp(second, (ms * 1_000_000 + sub_ns) as u32)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    };
+    let mut events = Vec::new();
+    for ms in 0..30 {
+        for k in 0..5i64 {
+            events.push((format!("m{ms:02}-{k}"), at(ms, (5 - k) * 100_000), "directory".to_string()));
+        }
+    }
+    // The pair the report names: the later fraction has the smaller id.
+    events.push(("pair-a".into(), at(218, 593_681), "directory".into()));
+    events.push(("pair-b".into(), at(218, 500_000), "directory".into()));
+    let total = events.len();
+    state.add(events);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let gw = Gateway::start(
+        dir.path(),
+        &jc_config(&stub, &ago(3600), "limit = 3", FAST_SINK),
+    );
+    let out = dir.path().join("out");
+    wait_for(|| ids(&out).len() >= total, "every event delivered").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_once(&out, total);
+    let m = gw.metrics().await;
+    assert_eq!(
+        crate::gw::metric_value(&m, "sluice_poller_events_total{source=\"jc\",stage=\"spooled\"}"),
+        total as f64
+    );
+    gw.stop();
+}

@@ -182,15 +182,22 @@ pub fn jc_event(id: &str, timestamp: &str, service: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct JcEvent {
     pub ns: i128,
+    /// The millisecond the API sorts and filters by.
+    pub ms: i128,
     pub id: String,
     pub service: String,
     pub text: String,
 }
 
 /// The JumpCloud stub's state.
+///
+/// Like the real API, it orders events by (epoch millisecond, id) and
+/// compares times at millisecond precision (its `search_after` token is
+/// `[epoch ms, id]`): within one millisecond, order follows the id, not
+/// the sub-millisecond digits of the timestamp.
 #[derive(Default)]
 pub struct JumpCloud {
-    /// Events, kept sorted by (timestamp, id).
+    /// Events, kept sorted by (millisecond, id).
     pub events: Mutex<Vec<JcEvent>>,
     /// The accepted API key.
     pub api_key: String,
@@ -214,14 +221,16 @@ impl JumpCloud {
         let mut all = self.events.lock().unwrap();
         for (id, ts, service) in events {
             let text = jc_event(&id, &ts, &service);
+            let ns = ns(&ts);
             all.push(JcEvent {
-                ns: ns(&ts),
+                ns,
+                ms: ns.div_euclid(1_000_000),
                 id,
                 service,
                 text,
             });
         }
-        all.sort_by(|a, b| (a.ns, &a.id).cmp(&(b.ns, &b.id)));
+        all.sort_by(|a, b| (a.ms, &a.id).cmp(&(b.ms, &b.id)));
     }
 
     /// `/events` requests made so far.
@@ -269,14 +278,14 @@ impl JumpCloud {
                 &[],
             );
         }
-        let start = ns(q["start_time"].as_str().unwrap());
-        let end = q["end_time"].as_str().map(ns);
+        let start = ns(q["start_time"].as_str().unwrap()).div_euclid(1_000_000);
+        let end = q["end_time"].as_str().map(|t| ns(t).div_euclid(1_000_000));
         let all = self.events.lock().unwrap();
         let wanted =
             |e: &&JcEvent| services.iter().any(|s| s == "all") || services.contains(&e.service);
-        let in_window = |e: &&JcEvent| end.is_none_or(|end| e.ns < end);
-        // Events are sorted by (timestamp, id): binary search to the start.
-        let from = all.partition_point(|e| e.ns < start);
+        let in_window = |e: &&JcEvent| end.is_none_or(|end| e.ms < end);
+        // Events are sorted by (millisecond, id): binary search to the start.
+        let from = all.partition_point(|e| e.ms < start);
         if path.ends_with("/events/count") {
             let count = all[from..]
                 .iter()
@@ -290,14 +299,12 @@ impl JumpCloud {
             .as_u64()
             .filter(|l| (1..=10_000).contains(l))
             .unwrap_or(1000) as usize;
-        // The search_after token: [epoch ms, opaque]; the opaque part here
-        // carries the exact position, "<ns>/<id>".
+        // The search_after token: [epoch ms, id], as JumpCloud's.
         let after: Option<(i128, String)> = q["search_after"].as_array().and_then(|a| {
-            let (n, id) = a.get(1)?.as_str()?.split_once('/')?;
-            Some((n.parse().ok()?, id.to_string()))
+            Some((a.first()?.as_i64()?.into(), a.get(1)?.as_str()?.to_string()))
         });
         let from = match &after {
-            Some((n, id)) => from + all[from..].partition_point(|e| (e.ns, &e.id) <= (*n, id)),
+            Some((ms, id)) => from + all[from..].partition_point(|e| (e.ms, &e.id) <= (*ms, id)),
             None => from,
         };
         let page: Vec<&JcEvent> = all[from..]
@@ -307,7 +314,7 @@ impl JumpCloud {
             .take(limit)
             .collect();
         let token = match page.last() {
-            Some(e) => json!([e.ns / 1_000_000, format!("{}/{}", e.ns, e.id)]),
+            Some(e) => json!([e.ms, e.id]),
             None => q.get("search_after").cloned().unwrap_or(json!([])),
         };
         let body = format!(

@@ -222,7 +222,7 @@ impl JumpCloud {
     ) -> Result<(), PollError> {
         let start_cfg = window.map_or(self.cfg.start.as_str(), |w| w.since.as_str());
         let mut wm: Watermark = ctx.load(start_cfg)?;
-        let start = wm.at.clone().unwrap_or_else(|| start_cfg.to_string());
+        let start = wm.query_start().unwrap_or_else(|| start_cfg.to_string());
         let end = self.end_time(window);
         if rfc3339_ns(&start) >= rfc3339_ns(&end) {
             return Ok(());

@@ -21,16 +21,24 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 /// The cursor of one poller, stored as JSON in the spool's checkpoints.
+///
+/// Times are compared at **millisecond** precision, the precision the APIs
+/// sort by: JumpCloud orders events by (epoch ms, opaque id), as its
+/// `search_after` token `[ms, id]` shows, so within one millisecond an
+/// event with a later sub-millisecond time may come first. Comparing finer
+/// would take a not-yet-spooled event of the watermark's millisecond for
+/// an old one and drop it as a duplicate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
     /// The configured start this cursor was built from. When the config's
     /// start changes, the cursor is reset (as Devo's collector does).
     pub start: String,
-    /// The newest timestamp spooled, as the API wrote it (for the query).
+    /// The newest timestamp spooled, as the API wrote it.
     pub at: Option<String>,
-    /// The same instant in nanoseconds since the epoch (for comparisons).
+    /// The same instant in nanoseconds since the epoch; only its
+    /// millisecond counts.
     pub at_ns: Option<i128>,
-    /// Ids of the spooled events at exactly `at`.
+    /// Ids of the spooled events in exactly `at`'s millisecond.
     pub ids: BTreeSet<String>,
     /// For APIs that do not return events in time order (JupiterOne): the
     /// ids spooled so far by the query run in progress. The watermark moves
@@ -38,21 +46,37 @@ pub struct Watermark {
     /// the same start and these ids are skipped.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub pending: BTreeSet<String>,
-    /// The newest event of the run in progress: (text, ns, ids at it).
+    /// The newest event of the run in progress: (text, ns, ids in its ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_max: Option<(String, i128, BTreeSet<String>)>,
 }
 
+/// The millisecond of an instant in nanoseconds.
+pub fn ms_of(ns: i128) -> i128 {
+    ns.div_euclid(1_000_000)
+}
+
 impl Watermark {
-    /// Whether an event was already spooled: older than the watermark, or
-    /// at it with a known id. Events without an id or time are never
-    /// considered duplicates.
+    /// Whether an event was already spooled: in a millisecond before the
+    /// watermark's, or in the same one with a known id. Events without an
+    /// id or time are never considered duplicates.
     pub fn seen(&self, at_ns: Option<i128>, id: Option<&str>) -> bool {
-        match (self.at_ns, at_ns) {
+        match (self.at_ns.map(ms_of), at_ns.map(ms_of)) {
             (Some(w), Some(t)) if t < w => true,
             (Some(w), Some(t)) if t == w => id.is_some_and(|id| self.ids.contains(id)),
             _ => false,
         }
+    }
+
+    /// The watermark's millisecond as RFC 3339 (`…T13:03:42.218Z`): where
+    /// the next query starts, inclusive, so every event of that
+    /// millisecond comes again and the known ids are skipped.
+    pub fn query_start(&self) -> Option<String> {
+        let ms = i64::try_from(ms_of(self.at_ns?)).ok()?;
+        Some(
+            chrono::DateTime::from_timestamp_millis(ms)?
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
     }
 
     /// Records an event spooled by an unordered run (see `pending`).
@@ -62,10 +86,10 @@ impl Watermark {
         }
         let Some((text, ns)) = at else { return };
         match &mut self.pending_max {
-            Some((_, max, ids)) if ns == *max => {
+            Some((_, max, ids)) if ms_of(ns) == ms_of(*max) => {
                 ids.extend(id.map(str::to_string));
             }
-            Some((_, max, _)) if ns < *max => {}
+            Some((_, max, _)) if ms_of(ns) < ms_of(*max) => {}
             slot => {
                 *slot = Some((
                     text.to_string(),
@@ -85,9 +109,9 @@ impl Watermark {
     pub fn finish_run(&mut self) {
         self.pending.clear();
         if let Some((text, ns, ids)) = self.pending_max.take() {
-            match self.at_ns {
-                Some(w) if ns < w => {}
-                Some(w) if ns == w => self.ids.extend(ids),
+            match self.at_ns.map(ms_of) {
+                Some(w) if ms_of(ns) < w => {}
+                Some(w) if ms_of(ns) == w => self.ids.extend(ids),
                 _ => {
                     self.at = Some(text);
                     self.at_ns = Some(ns);
@@ -99,9 +123,9 @@ impl Watermark {
 
     /// Moves the watermark over a newly spooled event.
     pub fn advance(&mut self, at: &str, at_ns: i128, id: Option<&str>) {
-        match self.at_ns {
-            Some(w) if at_ns < w => {}
-            Some(w) if at_ns == w => {
+        match self.at_ns.map(ms_of) {
+            Some(w) if ms_of(at_ns) < w => {}
+            Some(w) if ms_of(at_ns) == w => {
                 if let Some(id) = id {
                     self.ids.insert(id.to_string());
                 }
@@ -558,19 +582,40 @@ mod tests {
 
     #[test]
     fn watermark_keeps_ties_and_drops_seen() {
+        const MS: i128 = 1_000_000;
         let mut w = Watermark::default();
-        assert!(!w.seen(Some(5), Some("a")));
-        w.advance("t5", 5, Some("a"));
-        w.advance("t5", 5, Some("b"));
-        assert!(w.seen(Some(5), Some("a")) && w.seen(Some(5), Some("b")));
-        assert!(!w.seen(Some(5), Some("c")), "same timestamp, new id: kept");
-        assert!(w.seen(Some(4), Some("z")), "older: already past");
-        assert!(!w.seen(Some(6), Some("a")));
-        w.advance("t6", 6, Some("c"));
+        assert!(!w.seen(Some(5 * MS), Some("a")));
+        w.advance("t5", 5 * MS, Some("a"));
+        w.advance("t5", 5 * MS, Some("b"));
+        assert!(w.seen(Some(5 * MS), Some("a")) && w.seen(Some(5 * MS), Some("b")));
+        assert!(!w.seen(Some(5 * MS), Some("c")), "same ms, new id: kept");
+        assert!(w.seen(Some(4 * MS), Some("z")), "older: already past");
+        assert!(!w.seen(Some(6 * MS), Some("a")));
+        w.advance("t6", 6 * MS, Some("c"));
         assert_eq!(w.ids, BTreeSet::from(["c".to_string()]));
         assert_eq!(w.at.as_deref(), Some("t6"));
-        w.advance("t5", 5, Some("q"));
-        assert_eq!(w.at_ns, Some(6), "never moves back");
+        w.advance("t5", 5 * MS, Some("q"));
+        assert_eq!(w.at_ns, Some(6 * MS), "never moves back");
+    }
+
+    /// The API orders one millisecond's events by id, not by their finer
+    /// time: `.218593681` with a smaller id comes before `.218500000`.
+    #[test]
+    fn events_of_one_millisecond_are_told_apart_by_id_only() {
+        let late_fraction = rfc3339_ns("2023-03-07T13:03:42.218593681Z").unwrap();
+        let early_fraction = rfc3339_ns("2023-03-07T13:03:42.218500000Z").unwrap();
+        let mut w = Watermark::default();
+        w.advance("2023-03-07T13:03:42.218593681Z", late_fraction, Some("a1"));
+        assert!(
+            !w.seen(Some(early_fraction), Some("b2")),
+            "a later id in the same millisecond is new, whatever its sub-ms time"
+        );
+        w.advance("2023-03-07T13:03:42.218500000Z", early_fraction, Some("b2"));
+        assert!(w.seen(Some(early_fraction), Some("b2")));
+        assert!(w.seen(Some(late_fraction), Some("a1")));
+        assert_eq!(w.query_start().as_deref(), Some("2023-03-07T13:03:42.218Z"));
+        let next_ms = rfc3339_ns("2023-03-07T13:03:42.219000001Z").unwrap();
+        assert!(!w.seen(Some(next_ms), Some("a1")));
     }
 
     #[test]
