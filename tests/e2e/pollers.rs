@@ -16,7 +16,6 @@ fn jc_config(stub: &stubs::Stub, start: &str, extra: &str, sink: &str) -> String
 [sources.jc]
 type = "jumpcloud"
 api_key = "jc-test-key"
-org_ids = ["org-a", "org-b"]
 base_url = "{url}"
 ca_file = "{ca}"
 start = "{start}"
@@ -130,7 +129,7 @@ async fn jumpcloud_to_ecs_with_ties_across_pages_and_no_duplicates() {
     {
         let reqs = state.requests.lock().unwrap();
         let (first, orgs) = &reqs[0];
-        assert_eq!(orgs, &["org-a", "org-b"], "one x-org-id header per org");
+        assert!(orgs.is_empty(), "no org_ids: the key's own org");
         assert_eq!(first["sort"], "ASC");
         assert_eq!(first["limit"], 3);
         assert_eq!(first["service"], serde_json::json!(["all"]));
@@ -747,7 +746,11 @@ async fn jumpcloud_events_of_one_millisecond_are_all_kept_across_pages() {
     let mut events = Vec::new();
     for ms in 0..30 {
         for k in 0..5i64 {
-            events.push((format!("m{ms:02}-{k}"), at(ms, (5 - k) * 100_000), "directory".to_string()));
+            events.push((
+                format!("m{ms:02}-{k}"),
+                at(ms, (5 - k) * 100_000),
+                "directory".to_string(),
+            ));
         }
     }
     // The pair the report names: the later fraction has the smaller id.
@@ -766,8 +769,79 @@ async fn jumpcloud_events_of_one_millisecond_are_all_kept_across_pages() {
     assert_once(&out, total);
     let m = gw.metrics().await;
     assert_eq!(
-        crate::gw::metric_value(&m, "sluice_poller_events_total{source=\"jc\",stage=\"spooled\"}"),
+        crate::gw::metric_value(
+            &m,
+            "sluice_poller_events_total{source=\"jc\",stage=\"spooled\"}"
+        ),
         total as f64
     );
     gw.stop();
+}
+
+/// An MSP key reading two orgs: each org is its own stream (one
+/// `x-org-id` per request, its own cursor), so interleaved events of both
+/// orgs all arrive, once, however the pages fall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_org_ids_are_polled_as_separate_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let base = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let ts = |i: i64| {
+        (base + chrono::Duration::milliseconds(i * 7))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    // Interleaved in time: even events in org-a, odd ones in org-b, and
+    // org-b's run on for longer.
+    state.add_to(
+        "org-a",
+        (0..40)
+            .step_by(2)
+            .map(|i| (format!("a{i:03}"), ts(i), "sso".to_string())),
+    );
+    state.add_to(
+        "org-b",
+        (1..61)
+            .step_by(2)
+            .map(|i| (format!("b{i:03}"), ts(i), "directory".to_string())),
+    );
+    // The key's own org is not asked for when org_ids is set.
+    state.add([("own".to_string(), ts(5), "sso".to_string())]);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let gw = Gateway::start(
+        dir.path(),
+        &jc_config(
+            &stub,
+            &ago(3600),
+            "limit = 4\norg_ids = [\"org-a\", \"org-b\"]",
+            FAST_SINK,
+        ),
+    );
+    let out = dir.path().join("out");
+    wait_for(|| ids(&out).len() >= 50, "both orgs delivered").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_once(&out, 50);
+    let got = ids(&out);
+    assert_eq!(got.keys().filter(|k| k.starts_with('a')).count(), 20);
+    assert_eq!(got.keys().filter(|k| k.starts_with('b')).count(), 30);
+    {
+        let reqs = state.requests.lock().unwrap();
+        assert!(
+            reqs.iter().all(|(_, orgs)| orgs.len() == 1),
+            "one org per request: {:?}",
+            reqs.iter().map(|(_, o)| o).collect::<Vec<_>>()
+        );
+        for org in ["org-a", "org-b"] {
+            assert!(reqs.iter().any(|(_, o)| o[0] == org), "{org} was read");
+        }
+    }
+    gw.stop();
+    let db = rusqlite::Connection::open(dir.path().join("state/spool.db")).unwrap();
+    let keys: Vec<String> = db
+        .prepare("SELECT source FROM checkpoints ORDER BY source")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(keys, ["jc/org=org-a", "jc/org=org-b"], "a cursor per org");
 }

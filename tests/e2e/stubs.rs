@@ -184,6 +184,9 @@ pub struct JcEvent {
     pub ns: i128,
     /// The millisecond the API sorts and filters by.
     pub ms: i128,
+    /// The org it belongs to ("" is the API key's own org, read without an
+    /// `x-org-id` header).
+    pub org: String,
     pub id: String,
     pub service: String,
     pub text: String,
@@ -216,8 +219,13 @@ impl JumpCloud {
         })
     }
 
-    /// Adds events (kept in the API's sort order).
+    /// Adds events of the key's own org (kept in the API's sort order).
     pub fn add(&self, events: impl IntoIterator<Item = (String, String, String)>) {
+        self.add_to("", events);
+    }
+
+    /// Adds events of a managed org, read with `x-org-id: <org>`.
+    pub fn add_to(&self, org: &str, events: impl IntoIterator<Item = (String, String, String)>) {
         let mut all = self.events.lock().unwrap();
         for (id, ts, service) in events {
             let text = jc_event(&id, &ts, &service);
@@ -225,6 +233,7 @@ impl JumpCloud {
             all.push(JcEvent {
                 ns,
                 ms: ns.div_euclid(1_000_000),
+                org: org.to_string(),
                 id,
                 service,
                 text,
@@ -281,8 +290,21 @@ impl JumpCloud {
         let start = ns(q["start_time"].as_str().unwrap()).div_euclid(1_000_000);
         let end = q["end_time"].as_str().map(|t| ns(t).div_euclid(1_000_000));
         let all = self.events.lock().unwrap();
-        let wanted =
-            |e: &&JcEvent| services.iter().any(|s| s == "all") || services.contains(&e.service);
+        // An MSP key reads the orgs named in its x-org-id headers; without
+        // one, the key's own org.
+        let orgs: Vec<&str> = headers
+            .get_all("x-org-id")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let wanted = |e: &&JcEvent| {
+            (services.iter().any(|s| s == "all") || services.contains(&e.service))
+                && if orgs.is_empty() {
+                    e.org.is_empty()
+                } else {
+                    orgs.contains(&e.org.as_str())
+                }
+        };
         let in_window = |e: &&JcEvent| end.is_none_or(|end| e.ms < end);
         // Events are sorted by (millisecond, id): binary search to the start.
         let from = all.partition_point(|e| e.ms < start);
@@ -300,9 +322,9 @@ impl JumpCloud {
             .filter(|l| (1..=10_000).contains(l))
             .unwrap_or(1000) as usize;
         // The search_after token: [epoch ms, id], as JumpCloud's.
-        let after: Option<(i128, String)> = q["search_after"].as_array().and_then(|a| {
-            Some((a.first()?.as_i64()?.into(), a.get(1)?.as_str()?.to_string()))
-        });
+        let after: Option<(i128, String)> = q["search_after"]
+            .as_array()
+            .and_then(|a| Some((a.first()?.as_i64()?.into(), a.get(1)?.as_str()?.to_string())));
         let from = match &after {
             Some((ms, id)) => from + all[from..].partition_point(|e| (e.ms, &e.id) <= (*ms, id)),
             None => from,

@@ -48,8 +48,9 @@ pub const SERVICES: &[&str] = &[
 pub struct JumpCloudConfig {
     /// Administrator API key, sent as `x-api-key`.
     pub api_key: Secret,
-    /// Organisations to read with a multi-tenant (MSP) key; one `x-org-id`
-    /// header each.
+    /// Organisations to read with a multi-tenant (MSP) key. Each is polled
+    /// as its own stream, with its own `x-org-id` header and its own
+    /// cursor, so one org's events never move another's cursor.
     #[serde(default)]
     pub org_ids: Vec<String>,
     /// `us` (api.jumpcloud.com) or `eu` (api.eu.jumpcloud.com).
@@ -141,7 +142,10 @@ impl JumpCloudConfig {
 pub struct JumpCloud {
     cfg: JumpCloudConfig,
     client: HttpClient,
+    /// Headers of every request (credentials included), without `x-org-id`.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// One `x-org-id` value per configured org.
+    orgs: Vec<(String, HeaderValue)>,
     url: String,
 }
 
@@ -170,7 +174,7 @@ impl JumpCloud {
             Duration::from_secs(cfg.request_timeout_secs),
         )
         .map_err(|e| PollError::Fatal(e.to_string()))?;
-        let mut headers = vec![
+        let headers = vec![
             (
                 HeaderName::from_static("x-api-key"),
                 secret_header(key.expose())?,
@@ -185,19 +189,30 @@ impl JumpCloud {
                 HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
             ),
         ];
+        let mut orgs = Vec::new();
         for org in &cfg.org_ids {
             let v = HeaderValue::from_str(org).map_err(|_| {
                 PollError::Fatal(format!("org id {org:?} is not a valid header value"))
             })?;
-            headers.push((HeaderName::from_static("x-org-id"), v));
+            orgs.push((org.clone(), v));
         }
         let url = cfg.url();
         Ok(Self {
             cfg,
             client,
             headers,
+            orgs,
             url,
         })
+    }
+
+    /// The request headers for one org (`None`: the key's own org).
+    fn headers_for(&self, org: Option<&HeaderValue>) -> Vec<(HeaderName, HeaderValue)> {
+        let mut h = self.headers.clone();
+        if let Some(v) = org {
+            h.push((HeaderName::from_static("x-org-id"), v.clone()));
+        }
+        h
     }
 
     fn end_time(&self, window: Option<&Window>) -> String {
@@ -209,7 +224,8 @@ impl JumpCloud {
         }
     }
 
-    /// One cycle (see the module docs).
+    /// One cycle (see the module docs): each org in turn, each with its
+    /// own cursor (`<checkpoint>/org=<id>`).
     ///
     /// # Errors
     ///
@@ -220,8 +236,43 @@ impl JumpCloud {
         stats: &mut CycleStats,
         window: Option<&Window>,
     ) -> Result<(), PollError> {
+        if self.orgs.is_empty() {
+            let headers = self.headers_for(None);
+            return self.cycle_stream(ctx, None, stats, window, &headers).await;
+        }
+        for (org, value) in &self.orgs {
+            let mut stream = ctx.clone();
+            stream.checkpoint = format!("{}/org={org}", ctx.checkpoint);
+            // A cursor kept by a release that read every org in one stream
+            // is where each org's own cursor starts.
+            let legacy = ctx
+                .spool
+                .checkpoint(&stream.checkpoint)
+                .map_err(|e| PollError::Fatal(e.to_string()))?
+                .is_none()
+                .then(|| ctx.checkpoint.clone());
+            let headers = self.headers_for(Some(value));
+            self.cycle_stream(&mut stream, legacy.as_deref(), stats, window, &headers)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One stream's pages from its cursor (or, the first time, from the
+    /// cursor under `seed`) to the end of the window.
+    async fn cycle_stream(
+        &self,
+        ctx: &mut PollCtx,
+        seed: Option<&str>,
+        stats: &mut CycleStats,
+        window: Option<&Window>,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<(), PollError> {
         let start_cfg = window.map_or(self.cfg.start.as_str(), |w| w.since.as_str());
-        let mut wm: Watermark = ctx.load(start_cfg)?;
+        let mut wm: Watermark = match seed {
+            Some(key) => ctx.load_from(key, start_cfg)?,
+            None => ctx.load(start_cfg)?,
+        };
         let start = wm.query_start().unwrap_or_else(|| start_cfg.to_string());
         let end = self.end_time(window);
         if rfc3339_ns(&start) >= rfc3339_ns(&end) {
@@ -239,7 +290,7 @@ impl JumpCloud {
             if let Some(sa) = &search_after {
                 body["search_after"] = sa.clone();
             }
-            let (resp, events) = self.fetch(ctx, stats, "/events", &body).await?;
+            let (resp, events) = self.fetch(ctx, stats, headers, &body).await?;
             let mut records = Vec::with_capacity(events.len());
             let mut duplicates = 0;
             for raw in &events {
@@ -292,19 +343,26 @@ impl JumpCloud {
         }
     }
 
-    /// `/events/count` for a window, for the backfill's ETA.
+    /// `/events/count` for a window (every org together), for the
+    /// backfill's ETA.
     pub async fn count(&self, ctx: &mut PollCtx, window: &Window) -> Option<u64> {
         let body = serde_json::json!({
             "service": self.cfg.services,
             "start_time": window.since,
             "end_time": self.end_time(Some(window)),
         });
+        let mut headers = self.headers.clone();
+        headers.extend(
+            self.orgs
+                .iter()
+                .map(|(_, v)| (HeaderName::from_static("x-org-id"), v.clone())),
+        );
         let resp = self
             .client
             .send(
                 Method::POST,
                 &format!("{}/insights/directory/v1/events/count", self.url),
-                &self.headers,
+                &headers,
                 Some(body.to_string().into_bytes()),
             )
             .await
@@ -331,15 +389,15 @@ impl JumpCloud {
         &self,
         ctx: &mut PollCtx,
         stats: &mut CycleStats,
-        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
         body: &serde_json::Value,
     ) -> Result<(crate::http_client::Response, Vec<Box<RawValue>>), PollError> {
-        let url = format!("{}/insights/directory/v1{path}", self.url);
+        let url = format!("{}/insights/directory/v1/events", self.url);
         let body = body.to_string().into_bytes();
         let req = ApiRequest {
             client: &self.client,
             url: &url,
-            headers: &self.headers,
+            headers,
             body: &body,
             api: "JumpCloud",
             unauthorized: "JumpCloud rejected the API key (401 Unauthorized); check `api_key`",

@@ -189,9 +189,19 @@ impl PollCtx {
     ///
     /// [`PollError::Fatal`] when the spool cannot be read.
     pub fn load(&self, start: &str) -> Result<Watermark, PollError> {
+        self.load_from(&self.checkpoint, start)
+    }
+
+    /// The cursor stored under another key (see [`PollCtx::load`]); the
+    /// next commit stores it under this context's own key.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Fatal`] when the spool cannot be read.
+    pub fn load_from(&self, key: &str, start: &str) -> Result<Watermark, PollError> {
         let stored = self
             .spool
-            .checkpoint(&self.checkpoint)
+            .checkpoint(key)
             .map_err(|e| PollError::Fatal(e.to_string()))?;
         let fresh = Watermark {
             start: start.to_string(),
