@@ -177,23 +177,46 @@ async fn jumpcloud_429_500_malformed_then_401() {
     let dir = tempfile::tempdir().unwrap();
     let state = stubs::JumpCloud::with_key("jc-test-key");
     state.add((1..=5).map(|i| (format!("f{i}"), ago(600 - i), "directory".to_string())));
+    // Retry-After in seconds, then as an HTTP-date about 4 s ahead.
+    let date = (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc2822();
     state.faults.lock().unwrap().extend([
-        Fault::Status(429, Some("1".into()), vec![]),
+        Fault::Status(429, Some("3".into()), vec![]),
         Fault::Status(500, None, vec![]),
+        Fault::Status(429, Some(date), vec![]),
         Fault::Malformed,
     ]);
     let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
-    let started = std::time::Instant::now();
     let gw = Gateway::start(dir.path(), &jc_config(&stub, &ago(3600), "", FAST_SINK));
     let out = dir.path().join("out");
     wait_delivered(&out, 5).await;
+    // The waits, measured where the requests arrived: each gap is at least
+    // what was asked (or the backoff: 1 s, then 2 s, ±20 %).
+    let at = state.arrivals.lock().unwrap().clone();
+    assert!(at.len() >= 5, "{} requests", at.len());
+    let gap = |i: usize| at[i + 1] - at[i];
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1 was honoured"
+        gap(0) >= Duration::from_secs(3),
+        "Retry-After: 3 honoured: {:?}",
+        gap(0)
+    );
+    assert!(
+        gap(1) >= Duration::from_millis(1600),
+        "the backoff grew to 2 s ±20 %: {:?}",
+        gap(1)
+    );
+    assert!(
+        at[3] - at[0] >= Duration::from_millis(3900),
+        "the HTTP-date was honoured: {:?} after the first request",
+        at[3] - at[0]
+    );
+    assert!(
+        gap(3) >= Duration::from_millis(800),
+        "the malformed page waited too: {:?}",
+        gap(3)
     );
     assert_once(&out, 5);
     let m = gw.metrics().await;
-    for (outcome, n) in [("429", 1.0), ("5xx", 1.0), ("invalid_json", 1.0)] {
+    for (outcome, n) in [("429", 2.0), ("5xx", 1.0), ("invalid_json", 1.0)] {
         assert_eq!(
             crate::gw::metric_value(
                 &m,

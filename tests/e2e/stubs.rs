@@ -181,7 +181,6 @@ pub fn jc_event(id: &str, timestamp: &str, service: &str) -> String {
 /// One stored JumpCloud event.
 #[derive(Debug, Clone)]
 pub struct JcEvent {
-    pub ns: i128,
     /// The millisecond the API sorts and filters by.
     pub ms: i128,
     /// The org it belongs to ("" is the API key's own org, read without an
@@ -208,6 +207,8 @@ pub struct JumpCloud {
     pub faults: Mutex<VecDeque<Fault>>,
     /// Every `/events` request body, with its `x-org-id` headers.
     pub requests: Mutex<Vec<(Value, Vec<String>)>>,
+    /// When each `/events` request arrived.
+    pub arrivals: Mutex<Vec<std::time::Instant>>,
 }
 
 impl JumpCloud {
@@ -231,7 +232,6 @@ impl JumpCloud {
             let text = jc_event(&id, &ts, &service);
             let ns = ns(&ts);
             all.push(JcEvent {
-                ns,
                 ms: ns.div_euclid(1_000_000),
                 org: org.to_string(),
                 id,
@@ -369,6 +369,11 @@ pub async fn jumpcloud(dir: &Path, state: Arc<JumpCloud>) -> Stub {
                 return reply(404, "{}", &[]);
             }
             if !uri.ends_with("/count") {
+                state
+                    .arrivals
+                    .lock()
+                    .unwrap()
+                    .push(std::time::Instant::now());
                 let orgs = headers
                     .get_all("x-org-id")
                     .iter()

@@ -307,8 +307,9 @@ impl JupiterOne {
             match self.read(ctx, stats, &resp).await? {
                 Ok(page) => return Ok(page),
                 Err(reason) => {
-                    ctx.retry_answer(&reason, backoff.next(retry_after(&resp)))
-                        .await?
+                    let hint = retry_after(&resp);
+                    let reason = format!("{reason}{}", super::poller::hint_text(hint));
+                    ctx.retry_answer(&reason, backoff.next(hint)).await?
                 }
             }
         }

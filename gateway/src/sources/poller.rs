@@ -395,9 +395,10 @@ impl PollCtx {
                         "429"
                     };
                     self.metrics.poll_request(&self.name, kind);
+                    let hint = retry_after(&resp);
                     (
-                        format!("{} answered {}", req.api, resp.status),
-                        backoff.next(retry_after(&resp)),
+                        format!("{} answered {}{}", req.api, resp.status, hint_text(hint)),
+                        backoff.next(hint),
                     )
                 }
                 Ok(resp) => {
@@ -427,7 +428,8 @@ impl PollCtx {
     }
 }
 
-/// Exponential backoff with jitter: 1 s doubling to 60 s, ±20 %.
+/// Exponential backoff with jitter: 1 s doubling to 60 s, ±20 %, and an
+/// API's own `Retry-After` / `RateLimit-Reset` hint, clamped.
 #[derive(Debug)]
 pub struct Backoff(u32);
 
@@ -437,18 +439,44 @@ impl Default for Backoff {
     }
 }
 
+/// The shortest wait a hint can ask for: `Retry-After: 0` on every 429
+/// must not become a busy loop.
+pub const HINT_MIN: Duration = Duration::from_secs(1);
+/// The longest: an API asking for hours is waited on for 15 minutes, then
+/// asked again.
+pub const HINT_MAX: Duration = Duration::from_secs(15 * 60);
+
 impl Backoff {
     /// Starts at 1 s.
     pub fn new() -> Self {
         Backoff(0)
     }
 
-    /// The next wait; `hint` (a `Retry-After`) wins when given.
+    /// The next wait: the growing backoff, or the API's hint (clamped to
+    /// [`HINT_MIN`]..[`HINT_MAX`]) when that is longer. A hint never
+    /// shortens the wait, so repeated 429s with `Retry-After: 0` still back
+    /// off further each time.
     pub fn next(&mut self, hint: Option<Duration>) -> Duration {
+        self.next_with(hint, 0.8 + rand::random::<f64>() * 0.4)
+    }
+
+    /// [`Backoff::next`] with a given jitter factor (0.8–1.2).
+    pub fn next_with(&mut self, hint: Option<Duration>, jitter: f64) -> Duration {
         let base = Duration::from_secs(1u64 << self.0.min(6)).min(Duration::from_secs(60));
         self.0 += 1;
-        hint.unwrap_or_else(|| base.mul_f64(0.8 + rand::random::<f64>() * 0.4))
+        let own = base.mul_f64(jitter);
+        match hint {
+            Some(h) => h.clamp(HINT_MIN, HINT_MAX).max(own),
+            None => own,
+        }
     }
+}
+
+/// How a hint reads in a log line.
+pub fn hint_text(hint: Option<Duration>) -> String {
+    hint.map_or_else(String::new, |h| {
+        format!(" (it asked for {} s)", h.as_secs())
+    })
 }
 
 /// A poller of one of the supported APIs.
@@ -639,13 +667,32 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_honours_hints() {
+        let secs = |d: Duration| d.as_secs_f64();
         let mut b = Backoff::new();
-        let first = b.next(None);
-        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200));
-        for _ in 0..10 {
-            b.next(None);
-        }
-        assert!(b.next(None) <= Duration::from_secs(72));
-        assert_eq!(b.next(Some(Duration::from_secs(7))), Duration::from_secs(7));
+        let waits: Vec<f64> = (0..9).map(|_| secs(b.next_with(None, 1.0))).collect();
+        assert_eq!(
+            waits,
+            [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0],
+            "doubles to the 60 s cap"
+        );
+        let mut b = Backoff::new();
+        assert_eq!(secs(b.next_with(None, 0.8)), 0.8, "jitter scales it");
+        // A hint longer than the backoff wins...
+        let mut b = Backoff::new();
+        assert_eq!(
+            b.next_with(Some(Duration::from_secs(7)), 1.0),
+            Duration::from_secs(7)
+        );
+        // ...is clamped to 15 minutes...
+        assert_eq!(
+            b.next_with(Some(Duration::from_secs(86_400)), 1.0),
+            HINT_MAX
+        );
+        // ...and `Retry-After: 0` neither spins nor stops the growth.
+        let mut b = Backoff::new();
+        let zeros: Vec<f64> = (0..4)
+            .map(|_| secs(b.next_with(Some(Duration::ZERO), 1.0)))
+            .collect();
+        assert_eq!(zeros, [1.0, 2.0, 4.0, 8.0]);
     }
 }
