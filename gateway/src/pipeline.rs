@@ -564,10 +564,9 @@ pub enum RunAllError {
 pub async fn run_all(
     pipelines: &[Arc<Pipeline>],
     workers: &Arc<tokio::sync::Semaphore>,
-    records: Vec<Vec<u8>>,
+    records: Arc<Vec<Vec<u8>>>,
     received_at_ms: i64,
 ) -> Result<Vec<NewRow>, RunAllError> {
-    let records = Arc::new(records);
     // A large input (a poller's page) is split across the workers so it
     // uses every core; a small one (a push request) runs as one call.
     let parts = if records.len() >= PARALLEL_MIN {

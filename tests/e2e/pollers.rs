@@ -868,3 +868,46 @@ async fn jumpcloud_org_ids_are_polled_as_separate_streams() {
         .collect();
     assert_eq!(keys, ["jc/org=org-a", "jc/org=org-b"], "a cursor per org");
 }
+
+/// A full spool disk is a moment's trouble for a poller: it waits and
+/// tries the page again (logged), never stops, and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_waits_out_a_full_spool_disk_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let _fs = crate::spool::Tmpfs::mount(&dir.path().join("state"), "4m");
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let base = chrono::Utc::now() - chrono::Duration::minutes(30);
+    state.add((0..4000).map(|i| {
+        (
+            format!("d{i:05}"),
+            (base + chrono::Duration::milliseconds(i * 3))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "directory".to_string(),
+        )
+    }));
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    // The sink cannot write yet, so the ECS documents fill the 4 MiB
+    // (1 MiB of it kept free).
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/jumpcloud.directory"), "in the way").unwrap();
+    let cfg = jc_config(&stub, &ago(3600), "limit = 500", FAST_SINK)
+        + "\n[spool]\nsegment_bytes = 65536\nmin_free_bytes = 1048576\n";
+    let gw = Gateway::start(dir.path(), &cfg);
+    wait_for(
+        || gw.stderr().contains("disk is full"),
+        "the spool to run out of space",
+    )
+    .await;
+    assert!(gw.stderr().contains("poll request failed; retrying"), "{}", gw.stderr());
+    assert_eq!(
+        gw.metric_opt("sluice_poller_stopped{source=\"jc\"}").await,
+        None,
+        "the poller did not stop"
+    );
+    std::fs::remove_file(dir.path().join("out/jumpcloud.directory")).unwrap();
+    let out = dir.path().join("out");
+    wait_for(|| ids(&out).len() >= 4000, "every event delivered").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_once(&out, 4000);
+    gw.stop();
+}

@@ -498,10 +498,10 @@ max_records = 10
 }
 
 /// Mounts a small tmpfs at `path` for the test's life (we run as root).
-struct Tmpfs(std::path::PathBuf);
+pub struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Self {
+    pub fn mount(path: &Path, size: &str) -> Self {
         std::fs::create_dir_all(path).unwrap();
         let st = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

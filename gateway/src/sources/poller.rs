@@ -225,14 +225,14 @@ impl PollCtx {
 
     /// Runs the page through the pipelines and commits its rows with the
     /// new cursor as one unit. Waits while a sink it feeds is over its
-    /// spool budget, and retries (with backoff, logged) while the spool
-    /// cannot commit, such as on a full disk: the page is neither lost nor
-    /// skipped, and the poller goes on once the spool can take it.
+    /// spool budget, and retries (with backoff, logged) while the
+    /// transforms cannot run or the spool cannot commit, such as on a full
+    /// disk: the page is neither lost nor skipped, and the poller goes on
+    /// once it can be stored.
     ///
     /// # Errors
     ///
-    /// [`PollError::Shutdown`] when stopping; [`PollError::Fatal`] when the
-    /// pipelines fail (nothing was committed).
+    /// [`PollError::Shutdown`] when stopping.
     pub async fn commit(
         &mut self,
         records: Vec<Vec<u8>>,
@@ -247,12 +247,25 @@ impl PollCtx {
         {
             self.sleep(Duration::from_secs(1)).await?;
         }
-        let received_at_ms = chrono::Utc::now().timestamp_millis();
-        let rows = run_all(&self.pipelines, &self.workers, records, received_at_ms)
-            .await
-            .map_err(|e| PollError::Fatal(e.to_string()))?;
         let cursor = serde_json::to_string(cursor).map_err(|e| PollError::Fatal(e.to_string()))?;
+        let records = Arc::new(records);
         let mut backoff = Backoff::new();
+        // A worker that could not be had or that failed is a moment's
+        // trouble (memory, the instance pool): retried, never a reason to
+        // stop the source. Nothing of the page is stored until it passes.
+        let rows = loop {
+            let received_at_ms = chrono::Utc::now().timestamp_millis();
+            match run_all(&self.pipelines, &self.workers, records.clone(), received_at_ms).await {
+                Ok(rows) => break rows,
+                Err(crate::pipeline::RunAllError::Closed) => return Err(PollError::Shutdown),
+                Err(e) => {
+                    let wait = backoff.next(None);
+                    self.metrics
+                        .poll_retry(&self.name, &format!("transforms: {e}"), wait);
+                    self.sleep(wait).await?;
+                }
+            }
+        };
         loop {
             let checkpoint = Some((self.checkpoint.clone(), cursor.clone()));
             match self

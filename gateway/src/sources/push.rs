@@ -249,7 +249,12 @@ async fn accept(
     }
     let bytes: usize = records.iter().map(Vec::len).sum();
     backoff_if_full(state, source, count as u64, bytes as u64)?;
-    let rows = crate::pipeline::run_all(&source.pipelines, &state.workers, records, received_at_ms)
+    let rows = crate::pipeline::run_all(
+        &source.pipelines,
+        &state.workers,
+        Arc::new(records),
+        received_at_ms,
+    )
         .await
         .map_err(|e| match e {
             RunAllError::Closed => shutting_down(),
