@@ -308,7 +308,7 @@ async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incomin
                 && api
                     .pinned
                     .iter()
-                    .any(|p| p == &format!("{name}@sha256:{sha}"))
+                    .any(|p| p.eq_ignore_ascii_case(&format!("{name}@sha256:{sha}")))
             {
                 return error(
                     StatusCode::CONFLICT,

@@ -153,7 +153,8 @@ impl Pipeline {
                 transform: t.uses.clone(),
                 source: Box::new(source),
             };
-            let (component, follows) = resolve(&t.uses, config, host, store).map_err(load_err)?;
+            let (component, follows) =
+                resolve(&t.uses, t.sha256.as_deref(), config, host, store).map_err(load_err)?;
             if let Some(pin) = &t.sha256
                 && !pin.eq_ignore_ascii_case(component.sha256())
             {
@@ -464,18 +465,31 @@ impl Pipeline {
     }
 }
 
-/// Resolves a transform reference: `name@sha256:<hex>` (a stored version
-/// or a built-in with that digest, fixed), a name (its active uploaded
-/// version, else the built-in; followed across activations), or a file
-/// (fixed). Returns the component and the name it follows, if any.
+/// Resolves a transform reference: `name@sha256:<hex>`, or a name with a
+/// `sha256` pin (a stored version or a built-in with that digest, whatever
+/// version is active; fixed), a name (its active uploaded version, else
+/// the built-in; followed across activations), or a file (fixed; a pin is
+/// checked by the caller). Returns the component and the name it follows,
+/// if any.
 fn resolve(
     uses: &str,
+    pin: Option<&str>,
     config: &Config,
     host: &WasmHost,
     store: Option<&crate::store::Store>,
 ) -> Result<(TransformComponent, Option<String>), crate::builtins::ResolveError> {
     use crate::builtins::ResolveError;
-    if let Some((name, sha)) = uses.split_once("@sha256:") {
+    let looks_like_path = uses.contains('/') || uses.ends_with(".wasm");
+    let pinned = match pin {
+        Some(sha) if !looks_like_path && !uses.contains("@sha256:") => {
+            Some((uses, sha.to_ascii_lowercase()))
+        }
+        _ => uses
+            .split_once("@sha256:")
+            .map(|(n, s)| (n, s.to_ascii_lowercase())),
+    };
+    if let Some((name, sha)) = pinned {
+        let sha = sha.as_str();
         if let Some(store) = store
             && store
                 .get(name)
@@ -488,17 +502,23 @@ fn resolve(
             })?;
             return Ok((host.load(name, &bytes)?, None));
         }
-        let component = crate::builtins::resolve(host, name)?;
-        if !component.sha256().eq_ignore_ascii_case(sha) {
-            return Err(ResolveError::Unknown {
+        let builtin = crate::builtins::resolve(host, name).ok();
+        return match builtin {
+            Some(c) if c.sha256().eq_ignore_ascii_case(sha) => Ok((c, None)),
+            Some(c) => Err(ResolveError::Unknown {
                 name: uses.into(),
                 known: format!(
-                    "no stored version of {name:?} has that sha256, and the built-in has {}",
-                    component.sha256()
+                    "no stored version of {name:?} has sha256 {sha}, and the built-in has {}",
+                    c.sha256()
                 ),
-            });
-        }
-        return Ok((component, None));
+            }),
+            None => Err(ResolveError::Unknown {
+                name: uses.into(),
+                known: format!(
+                    "no stored version of {name:?} has sha256 {sha}, and there is no built-in of that name"
+                ),
+            }),
+        };
     }
     if let Some(store) = store
         && let Some(active) = store.get(uses).and_then(|e| e.active_version().cloned())
@@ -511,7 +531,6 @@ fn resolve(
             })?;
         return Ok((host.load(uses, &bytes)?, Some(uses.to_string())));
     }
-    let looks_like_path = uses.contains('/') || uses.ends_with(".wasm");
     if looks_like_path {
         let path = config
             .path(std::path::Path::new(uses))

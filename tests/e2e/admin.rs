@@ -452,3 +452,57 @@ async fn hot_swap_and_rollback_under_load_lose_and_repeat_nothing() {
     );
     gw.stop();
 }
+
+/// A `sha256` pin on `use = "name"` runs the pinned version, whatever is
+/// active, and that version cannot be deleted while it is pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sha256_pin_selects_its_version_whatever_is_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &admin_config("", ""));
+    let url = format!("http://{}", gw.admin);
+    let (u, a, b) = (
+        url.clone(),
+        sluice_test_artifacts::TAGGER_A_COMPONENT,
+        sluice_test_artifacts::TAGGER_B_COMPONENT,
+    );
+    let (v1, v2) = tokio::task::spawn_blocking(move || {
+        (
+            cli(&["transform", "push", "tagger", a, "--activate"], &u),
+            cli(&["transform", "push", "tagger", b, "--activate"], &u),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!((v1["version"].as_u64(), v2["version"].as_u64()), (Some(1), Some(2)));
+    let sha_a = v1["sha256"].as_str().unwrap().to_string();
+    gw.stop();
+    // Version 2 is active; the config pins version 1 by its digest.
+    let pinned = format!("[[pipelines.p.transforms]]\nuse = \"tagger\"\nsha256 = \"{sha_a}\"\n");
+    let gw = Gateway::start(dir.path(), &admin_config(&pinned, ""));
+    let r = gw.client().push("s", &[], "{\"n\":1}").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Activations do not move a pinned step.
+    let u = url_of(&gw);
+    tokio::task::spawn_blocking(move || {
+        cli(&["transform", "activate", "tagger", "1"], &u);
+        cli(&["transform", "activate", "tagger", "2"], &u);
+    })
+    .await
+    .unwrap();
+    let r = gw.client().push("s", &[], "{\"n\":2}").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let lines = crate::gw::wait_delivered(&dir.path().join("out"), 2).await;
+    for (_, l) in &lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["tag"], "a", "the pinned version ran: {l}");
+    }
+    let (status, body) = admin(&gw, "DELETE", "/v1/transforms/tagger/versions/1", b"", Some(TOKEN)).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = admin(&gw, "DELETE", "/v1/transforms/tagger/versions/2", b"", Some(TOKEN)).await;
+    assert_eq!(status, 409, "the active version is not deleted either");
+    gw.stop();
+}
+
+fn url_of(gw: &Gateway) -> String {
+    format!("http://{}", gw.admin)
+}

@@ -492,12 +492,17 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         store: core.store.clone(),
         host: core.host.clone(),
         pipelines: core.pipelines.values().flatten().cloned().collect(),
+        // Both pin forms: `use = "name@sha256:…"` and `use = "name"` with
+        // `sha256 = "…"`. A pinned version cannot be deleted.
         pinned: config
             .pipelines
             .values()
             .flat_map(|p| &p.transforms)
-            .filter(|t| t.uses.contains("@sha256:"))
-            .map(|t| t.uses.to_ascii_lowercase())
+            .filter_map(|t| match &t.sha256 {
+                _ if t.uses.contains("@sha256:") => Some(t.uses.to_ascii_lowercase()),
+                Some(sha) => Some(format!("{}@sha256:{}", t.uses, sha).to_ascii_lowercase()),
+                None => None,
+            })
             .collect(),
         max_upload: config.admin.max_upload_bytes,
         swap_lock: tokio::sync::Mutex::new(()),
