@@ -79,13 +79,19 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
         "/metrics" => metrics(&state).await,
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/readyz" => {
-            if state.ready.load(Ordering::Acquire) {
-                json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
-            } else {
+            let stopped = state.metrics.stopped_sinks();
+            if !state.ready.load(Ordering::Acquire) {
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &serde_json::json!({"status": "not ready"}),
                 )
+            } else if !stopped.is_empty() {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "sink stopped", "stopped_sinks": stopped}),
+                )
+            } else {
+                json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             }
         }
         p if p.starts_with("/v1/") => {

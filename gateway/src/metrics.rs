@@ -39,6 +39,8 @@ pub struct Metrics {
     uploads_rejected: IntCounterVec,
     sink_retries: IntCounterVec,
     sink_stopped: prometheus::IntGaugeVec,
+    /// Sinks stopped for good, and why (for `/readyz`).
+    stopped_sinks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -293,6 +295,7 @@ impl Metrics {
                 "1 when a sink stopped on an error an operator must fix; its records stay spooled.",
                 &["sink"],
             ),
+            stopped_sinks: std::sync::Arc::default(),
             registry: r,
         }
     }
@@ -496,6 +499,14 @@ impl Metrics {
         );
     }
 
+    /// The sinks that stopped for good, and why.
+    pub fn stopped_sinks(&self) -> std::collections::BTreeMap<String, String> {
+        self.stopped_sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// A sink will retry after a transient failure.
     pub fn sink_retry(&self, sink: &str) {
         self.sink_retries.with_label_values(&[sink]).inc();
@@ -504,6 +515,10 @@ impl Metrics {
     /// A sink stopped for good; its records stay in the spool.
     pub fn sink_stopped(&self, sink: &str, reason: &str) {
         self.sink_stopped.with_label_values(&[sink]).set(1);
+        self.stopped_sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(sink.to_string(), reason.to_string());
         tracing::error!(
             sink,
             reason,

@@ -473,7 +473,10 @@ async fn a_sha256_pin_selects_its_version_whatever_is_active() {
     })
     .await
     .unwrap();
-    assert_eq!((v1["version"].as_u64(), v2["version"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (v1["version"].as_u64(), v2["version"].as_u64()),
+        (Some(1), Some(2))
+    );
     let sha_a = v1["sha256"].as_str().unwrap().to_string();
     gw.stop();
     // Version 2 is active; the config pins version 1 by its digest.
@@ -496,9 +499,23 @@ async fn a_sha256_pin_selects_its_version_whatever_is_active() {
         let v: Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["tag"], "a", "the pinned version ran: {l}");
     }
-    let (status, body) = admin(&gw, "DELETE", "/v1/transforms/tagger/versions/1", b"", Some(TOKEN)).await;
+    let (status, body) = admin(
+        &gw,
+        "DELETE",
+        "/v1/transforms/tagger/versions/1",
+        b"",
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
-    let (status, _) = admin(&gw, "DELETE", "/v1/transforms/tagger/versions/2", b"", Some(TOKEN)).await;
+    let (status, _) = admin(
+        &gw,
+        "DELETE",
+        "/v1/transforms/tagger/versions/2",
+        b"",
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, 409, "the active version is not deleted either");
     gw.stop();
 }

@@ -221,3 +221,35 @@ async fn quickstart_config_maps_pushed_events() {
     }
     gw.stop();
 }
+
+#[test]
+fn an_admin_api_with_a_token_is_never_served_in_clear_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let check = |cfg: &str| {
+        std::fs::write(&path, cfg).unwrap();
+        let mut cmd = crate::support::sluice();
+        cmd.args(["check", "--config"]).arg(&path);
+        crate::support::run_with(cmd, "", Duration::from_secs(60))
+    };
+    let exposed = cfg(1.0, "").replace(
+        "[admin]\naddress = \"127.0.0.1:0\"",
+        "[admin]\naddress = \"0.0.0.0:0\"\ntoken = \"t0ken-0123456789abcdef\"",
+    );
+    let run = check(&exposed);
+    run.expect_failure(2, &format!("{}:4:1: `admin.address`", path.display()));
+    run.expect_failure(2, "in clear text: set [admin] tls");
+    assert!(
+        !run.stderr.contains("t0ken-0123456789abcdef"),
+        "{}",
+        run.stderr
+    );
+    // With TLS, or without a token (metrics only), it may listen anywhere.
+    let with_tls = exposed.replace(
+        "token = \"t0ken-0123456789abcdef\"",
+        "token = \"t0ken-0123456789abcdef\"\ntls = { self_signed = true }",
+    );
+    assert_eq!(check(&with_tls).code, 0);
+    let metrics_only = exposed.replace("\ntoken = \"t0ken-0123456789abcdef\"", "");
+    assert_eq!(check(&metrics_only).code, 0);
+}

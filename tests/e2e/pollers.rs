@@ -898,7 +898,11 @@ async fn a_poller_waits_out_a_full_spool_disk_and_loses_nothing() {
         "the spool to run out of space",
     )
     .await;
-    assert!(gw.stderr().contains("poll request failed; retrying"), "{}", gw.stderr());
+    assert!(
+        gw.stderr().contains("poll request failed; retrying"),
+        "{}",
+        gw.stderr()
+    );
     assert_eq!(
         gw.metric_opt("sluice_poller_stopped{source=\"jc\"}").await,
         None,

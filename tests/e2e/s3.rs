@@ -311,6 +311,16 @@ async fn owner_mismatch_stops_the_sink_and_keeps_the_data() {
     let m = gw.metrics().await;
     assert_eq!(metric_value(&m, "sluice_sink_stopped{sink=\"lake\"}"), 1.0);
     assert_eq!(metric_value(&m, "sluice_spool_records{sink=\"lake\"}"), 3.0);
+    let (status, body) = gw.admin_get("/readyz").await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a stopped sink fails /readyz"
+    );
+    assert!(
+        body.contains("\"lake\"") && body.contains("expected_bucket_owner"),
+        "{body}"
+    );
     gw.stop();
     assert!(objects(&admin, &bucket).await.is_empty());
     // The right owner: the spooled records go out; every request carried the header.

@@ -590,3 +590,74 @@ async fn a_full_disk_acknowledges_nothing_and_recovers_by_itself() {
     );
     gw.stop();
 }
+
+/// A CSV object whose next record brings new columns is sealed and a new
+/// one begins; when the new one cannot even be created (no inode left on
+/// the sink's file system), the sink must not die: it logs, counts,
+/// retries, and delivers everything once the disk has room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_column_change_on_a_full_disk_keeps_the_sink_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Three inodes: the root, `.sluice-tmp`, and one object being built.
+    let _fs = Tmpfs::mount(&out, "1m,nr_inodes=3");
+    let cfg = one_way(
+        "",
+        "",
+        "key = \"{source}\"\nencoding = \"csv\"\nrotate = { max_age_secs = 0.2 }",
+        "",
+    );
+    let gw = Gateway::start(dir.path(), &cfg);
+    let r = gw
+        .client()
+        .push("s", &[], "[{\"a\":1},{\"a\":2,\"b\":3},{\"a\":4}]")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for _ in 0..100 {
+        if gw
+            .metric_opt("sluice_sink_errors_total{kind=\"io\",sink=\"out\"}")
+            .await
+            .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gw.metric("sluice_sink_errors_total{kind=\"io\",sink=\"out\"}")
+            .await
+            >= 1.0,
+        "the full disk is reported:\n{}",
+        gw.stderr()
+    );
+    assert_eq!(
+        gw.admin_get("/readyz").await.0,
+        StatusCode::OK,
+        "the sink is alive: {}",
+        gw.stderr()
+    );
+    assert_eq!(
+        gw.metric_opt("sluice_sink_stopped{sink=\"out\"}").await,
+        None
+    );
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,nr_inodes=1000"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_drained(&gw, "out").await;
+    let lines = delivered(&out);
+    let rows: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    // Two objects: header "a" with row 1; header "a","b" with rows 2,3
+    // and 4 (its missing column empty).
+    assert_eq!(lines.len(), 5, "{rows:?}");
+    for row in ["\"1\"", "\"2\",\"3\"", "\"4\","] {
+        assert_eq!(
+            rows.iter().filter(|r| **r == row).count(),
+            1,
+            "{row} once: {rows:?}"
+        );
+    }
+    gw.stop();
+}

@@ -288,7 +288,11 @@ impl Core {
                     std::thread::Builder::new()
                         .name(format!("sink-{name}"))
                         .spawn(move || {
-                            sinks::delivery::run(settings, store, spool, metrics, &handle, shutdown)
+                            guarded(&settings.name.clone(), &metrics.clone(), || {
+                                sinks::delivery::run(
+                                    settings, store, spool, metrics, &handle, shutdown,
+                                )
+                            })
                         })
                 }
                 SinkConfig::S3(c) => {
@@ -352,9 +356,9 @@ impl Core {
                                 }
                             }
                             let store = sinks::s3::S3Store::new(client, cfg, handle.clone(), temp);
-                            sinks::delivery::run(
-                                settings, store, spool, metrics, &handle, shutdown,
-                            );
+                            guarded(&settings.name.clone(), &metrics.clone(), || {
+                                sinks::delivery::run(settings, store, spool, metrics, &handle, shutdown)
+                            });
                         })
                 }
             };
@@ -583,6 +587,20 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         "stopped; undelivered records stay in the spool"
     );
     Ok(())
+}
+
+/// Runs a sink's loop; if it panics, the sink is marked stopped (metric,
+/// `/readyz`, log) instead of vanishing without a word. Its records stay
+/// in the spool for the next start.
+fn guarded(sink: &str, metrics: &Metrics, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        metrics.sink_stopped(sink, &format!("the sink's thread failed: {what}"));
+    }
 }
 
 async fn bind(address: SocketAddr, what: &str) -> Result<TcpListener, RunError> {

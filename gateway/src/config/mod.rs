@@ -614,6 +614,18 @@ impl Config {
                 "needs both `cert` and `key`, or `self_signed = true`",
             ));
         }
+        if !self.admin.address.ip().is_loopback()
+            && self.admin.tls.is_none()
+            && self.admin.token.is_some()
+        {
+            out.push(invalid(
+                &["admin", "address"],
+                "a non-loopback address with a token serves the transforms and backfills APIs, whose \
+                 bearer token and uploaded components would cross the network in clear text: set \
+                 [admin] tls = { self_signed = true } (or cert and key), or bind 127.0.0.1. Without a \
+                 token only /metrics, /healthz and /readyz are served, and they may stay plain",
+            ));
+        }
         if self.admin.max_upload_bytes == 0 {
             out.push(invalid(&["admin", "max_upload_bytes"], "must be positive"));
         }

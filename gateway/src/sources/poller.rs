@@ -255,7 +255,14 @@ impl PollCtx {
         // stop the source. Nothing of the page is stored until it passes.
         let rows = loop {
             let received_at_ms = chrono::Utc::now().timestamp_millis();
-            match run_all(&self.pipelines, &self.workers, records.clone(), received_at_ms).await {
+            match run_all(
+                &self.pipelines,
+                &self.workers,
+                records.clone(),
+                received_at_ms,
+            )
+            .await
+            {
                 Ok(rows) => break rows,
                 Err(crate::pipeline::RunAllError::Closed) => return Err(PollError::Shutdown),
                 Err(e) => {

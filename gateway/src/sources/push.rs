@@ -255,11 +255,11 @@ async fn accept(
         Arc::new(records),
         received_at_ms,
     )
-        .await
-        .map_err(|e| match e {
-            RunAllError::Closed => shutting_down(),
-            other => internal(other.to_string()),
-        })?;
+    .await
+    .map_err(|e| match e {
+        RunAllError::Closed => shutting_down(),
+        other => internal(other.to_string()),
+    })?;
     state.spool.append(rows).await.map_err(|e| {
         if e.is_disk_full() {
             let mut r = Refusal::new(
