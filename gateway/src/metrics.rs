@@ -93,6 +93,8 @@ pub enum Rejection {
     NotFound,
     /// The spool could not commit.
     Internal,
+    /// The body did not arrive in time.
+    Timeout,
 }
 
 impl Rejection {
@@ -107,6 +109,7 @@ impl Rejection {
             Rejection::DiskFull => "disk_full",
             Rejection::NotFound => "not_found",
             Rejection::Internal => "internal",
+            Rejection::Timeout => "timeout",
         }
     }
 }

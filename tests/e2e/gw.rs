@@ -297,6 +297,20 @@ impl Client {
         }
     }
 
+    /// A raw TLS stream to the listener (ALPN `h2` or `http/1.1`), for
+    /// tests that speak (or withhold) HTTP by hand.
+    pub async fn tls_stream(
+        &self,
+        h2: bool,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let connector = if h2 { &self.tls_h2 } else { &self.tls };
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
     /// Opens a keep-alive HTTP/1.1 connection.
     pub async fn connect(&self) -> Conn {
         self.try_connect().await.unwrap()

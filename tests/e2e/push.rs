@@ -525,3 +525,82 @@ config = {{ fields = "user.name:hash,source.user.name:hash,event.original:drop",
     let log = gw.stop();
     assert!(!log.contains("a-redaction-key"), "the key is never logged");
 }
+
+/// Connections that hold a slot and do nothing give it back: one that
+/// finished TLS and sent nothing, one that sent the HTTP/2 preface and
+/// stopped. A body that trickles is cut off at the body deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_connections_give_their_slots_back() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = push_config(r#"{ type = "none" }"#, "", "").replace(
+        "tls = { self_signed = true }\n",
+        "tls = { self_signed = true }\nmax_connections = 2\nheader_timeout_secs = 30\nidle_timeout_secs = 2\nbody_timeout_secs = 2\n",
+    );
+    let (_dir, gw) = start(&cfg);
+    let c = gw.client();
+    // Both slots taken by clients that stay silent.
+    let _silent = c.tls_stream(false).await;
+    let mut preface = c.tls_stream(true).await;
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), c.push("s", &[], "{\"a\":1}"))
+        .await
+        .expect("a real client gets a slot once the silent ones are closed");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "it did wait for a slot: {:?}",
+        started.elapsed()
+    );
+    // A body announced as 100 bytes that comes a byte every half second.
+    let mut slow = c.tls_stream(false).await;
+    slow.write_all(b"POST /v1/push/s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(slow);
+    let trickle = async {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if wr.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let mut answer = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        // The server answers, then closes; the trickle stops mattering.
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(30), rd.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    tokio::select! {
+        () = read => {}
+        () = trickle => {}
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        gw.metric("sluice_source_rejected_requests_total{reason=\"timeout\",source=\"s\"}")
+            .await,
+        1.0
+    );
+    gw.stop();
+}

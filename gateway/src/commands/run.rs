@@ -465,10 +465,12 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             spool: core.spool.clone(),
             metrics: core.metrics.clone(),
             workers: core.workers.clone(),
+            body_timeout: Duration::from_secs(l.body_timeout_secs),
         });
         let limits = ConnLimits {
             max_connections: l.max_connections,
             header_timeout: Duration::from_secs(l.header_timeout_secs),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         servers.push(tokio::spawn(server::serve(
@@ -548,6 +550,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         ConnLimits {
             max_connections: 64,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         },
         move |req| admin::handle(st.clone(), req),
         shutdown.clone(),

@@ -135,9 +135,24 @@ pub struct ListenerConfig {
     /// Open connections beyond this wait in the kernel's accept queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Seconds a client has to send a request's headers.
+    /// Seconds a client has to finish the TLS handshake, and to send each
+    /// request's headers.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
+    /// Seconds a connection with no request in flight may stay silent
+    /// before it is closed (HTTP/1 keep-alive, HTTP/2, or nothing at all).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive (408 after).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+}
+
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_body_timeout() -> u64 {
+    60
 }
 
 fn default_max_connections() -> usize {
@@ -526,6 +541,12 @@ impl Config {
                     &["listeners", name, "tls"],
                     "needs both `cert` and `key`, or `self_signed = true`",
                 )),
+            }
+            if l.header_timeout_secs == 0 || l.idle_timeout_secs == 0 || l.body_timeout_secs == 0 {
+                out.push(invalid(
+                    &["listeners", name],
+                    "header_timeout_secs, idle_timeout_secs and body_timeout_secs must be positive",
+                ));
             }
             if l.max_connections == 0 {
                 out.push(invalid(

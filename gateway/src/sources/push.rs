@@ -118,6 +118,8 @@ pub struct PushState {
     pub metrics: Metrics,
     /// Bounds how many transform calls run at once (one per worker thread).
     pub workers: Arc<Semaphore>,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -215,21 +217,33 @@ async fn accept(
         return Err(too_large(cfg.max_body_bytes));
     }
     backoff_if_full(state, source, 0, declared.unwrap_or(0))?;
-    let body = Limited::new(body, cfg.max_body_bytes)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large(cfg.max_body_bytes)
-            } else {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    Rejection::Malformed,
-                    format!("cannot read the body: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
+    let body = tokio::time::timeout(
+        state.body_timeout,
+        Limited::new(body, cfg.max_body_bytes).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            Rejection::Timeout,
+            format!(
+                "the body did not arrive within {} s",
+                state.body_timeout.as_secs()
+            ),
+        )
+    })?
+    .map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            too_large(cfg.max_body_bytes)
+        } else {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                Rejection::Malformed,
+                format!("cannot read the body: {e}"),
+            )
+        }
+    })?
+    .to_bytes();
     let received_at_ms = chrono::Utc::now().timestamp_millis();
     let wire_bytes = body.len();
     check_signature(&source.auth, &parts.headers, &body)?;
