@@ -36,6 +36,17 @@ pub enum ResolveError {
     /// Found, but loading failed.
     #[error(transparent)]
     Load(#[from] WasmError),
+    /// A `sha256` pin that neither a stored version nor the built-in of
+    /// that name matches.
+    #[error(
+        "the config pins sha256 {pin}, but {found}; refusing to start (upload that version, or update the pin if another component is intended)"
+    )]
+    PinNotFound {
+        /// The pin.
+        pin: String,
+        /// What there is instead.
+        found: String,
+    },
 }
 
 /// Loads `reference`: a path (anything with a `/` or ending in `.wasm`, or

@@ -505,17 +505,17 @@ fn resolve(
         let builtin = crate::builtins::resolve(host, name).ok();
         return match builtin {
             Some(c) if c.sha256().eq_ignore_ascii_case(sha) => Ok((c, None)),
-            Some(c) => Err(ResolveError::Unknown {
-                name: uses.into(),
-                known: format!(
-                    "no stored version of {name:?} has sha256 {sha}, and the built-in has {}",
+            Some(c) => Err(ResolveError::PinNotFound {
+                pin: sha.into(),
+                found: format!(
+                    "no stored version of {name:?} has it and the built-in's sha256 is {}",
                     c.sha256()
                 ),
             }),
-            None => Err(ResolveError::Unknown {
-                name: uses.into(),
-                known: format!(
-                    "no stored version of {name:?} has sha256 {sha}, and there is no built-in of that name"
+            None => Err(ResolveError::PinNotFound {
+                pin: sha.into(),
+                found: format!(
+                    "no stored version of {name:?} has it and there is no built-in of that name"
                 ),
             }),
         };

@@ -159,7 +159,8 @@ fn a_pin_mismatch_refuses_to_start() {
     cmd.args(["run", "--config"])
         .arg(dir.path().join("sluice.toml"));
     let run = crate::support::run_with(cmd, "", Duration::from_secs(60));
-    run.expect_failure(2, "but the config pins 0000");
+    run.expect_failure(2, "the config pins sha256 0000");
+    run.expect_failure(2, "the built-in's sha256 is ");
     run.expect_failure(2, "refusing to start");
     assert!(!dir.path().join("out").exists() || delivered(&dir.path().join("out")).is_empty());
 }

@@ -604,3 +604,84 @@ async fn idle_and_trickling_connections_give_their_slots_back() {
     );
     gw.stop();
 }
+
+/// 64 decompression bombs at once (about 100 MB of JSON each, sent as
+/// ~100 KB of gzip): the memory of bodies in flight stays within
+/// `max_body_memory_bytes` (256 MiB); the requests beyond it are answered
+/// 503 with `Retry-After` instead of queued in memory, the others 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decompression_bombs_stay_within_the_body_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        r#"
+[sources.s]
+type = "push"
+listener = "https"
+auth = { type = "none" }
+
+[pipelines.p]
+source = "s"
+sink = "out"
+
+[sinks.out]
+type = "local"
+path = "out"
+"#,
+    );
+    let gw = Gateway::start(dir.path(), &cfg);
+    let mut json = Vec::with_capacity(100_000_001);
+    json.push(b'[');
+    while json.len() < 99_999_990 {
+        json.extend_from_slice(b"1,");
+    }
+    json.extend_from_slice(b"1]");
+    let bomb = bytes::Bytes::from(
+        tokio::task::spawn_blocking(move || {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            gz.write_all(&json).unwrap();
+            gz.finish().unwrap()
+        })
+        .await
+        .unwrap(),
+    );
+    assert!(bomb.len() < 1 << 20, "a bomb: {} bytes", bomb.len());
+    let c = gw.client();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (c, bomb) = (c.clone(), bomb.clone());
+            tokio::spawn(async move { c.push("s", &[("content-encoding", "gzip")], bomb).await })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+        }
+        *statuses.entry(r.status.as_u16()).or_insert(0) += 1;
+    }
+    assert!(
+        statuses.keys().all(|s| [413, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get(&503).is_some(),
+        "the budget held some back: {statuses:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < (256 + 256) * 1024,
+        "peak RSS {} MiB: the body budget (256 MiB) plus 256 MiB for everything else",
+        peak_kib / 1024
+    );
+    // A normal request goes through afterwards.
+    let r = c.push("s", &[], "{\"after\":1}").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    eprintln!("bombs: {statuses:?}, peak RSS {} MiB", peak_kib / 1024);
+    gw.stop();
+}

@@ -425,6 +425,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
 
     let mut lines = Vec::new();
     let mut servers = Vec::new();
+    let body_budget = push::BodyBudget::new(config.limits.max_body_memory_bytes);
     for (lname, l) in &config.listeners {
         let mut sources = HashMap::new();
         for (sname, s) in &config.sources {
@@ -466,6 +467,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             metrics: core.metrics.clone(),
             workers: core.workers.clone(),
             body_timeout: Duration::from_secs(l.body_timeout_secs),
+            body_budget: body_budget.clone(),
         });
         let limits = ConnLimits {
             max_connections: l.max_connections,

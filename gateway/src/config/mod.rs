@@ -446,6 +446,15 @@ pub struct LimitsConfig {
     /// Threads that run transforms (0: one per core).
     #[serde(default)]
     pub workers: usize,
+    /// Memory for request bodies in flight, all push sources together (as
+    /// sent, decompressed, and split into records). A request that would
+    /// go over it is answered 503 with `Retry-After` instead of queued.
+    #[serde(default = "default_body_memory")]
+    pub max_body_memory_bytes: u64,
+}
+
+fn default_body_memory() -> u64 {
+    256 << 20
 }
 
 impl Default for LimitsConfig {
@@ -454,6 +463,7 @@ impl Default for LimitsConfig {
             transform_deadline_ms: default_deadline_ms(),
             transform_memory_mib: default_memory_mib(),
             workers: 0,
+            max_body_memory_bytes: default_body_memory(),
         }
     }
 }
@@ -691,6 +701,21 @@ impl Config {
                 &["limits", "transform_deadline_ms"],
                 "must be positive",
             ));
+        }
+        for (name, s) in &self.sources {
+            if let SourceConfig::Push(p) = s {
+                let need = p.max_body_bytes as u64 + 2 * p.max_decoded_bytes as u64;
+                if need > self.limits.max_body_memory_bytes {
+                    out.push(invalid(
+                        &["limits", "max_body_memory_bytes"],
+                        format!(
+                            "{} bytes cannot hold one full request of source `{name}` \
+                             (max_body_bytes + 2 × max_decoded_bytes = {need})",
+                            self.limits.max_body_memory_bytes
+                        ),
+                    ));
+                }
+            }
         }
         if !(1..=4096).contains(&self.limits.transform_memory_mib) {
             out.push(invalid(

@@ -50,34 +50,97 @@ pub enum BodyError {
     /// A content encoding other than gzip or identity.
     #[error("unsupported Content-Encoding {0:?} (use gzip or none)")]
     UnsupportedEncoding(String),
+    /// The memory for bodies in flight is taken by other requests.
+    #[error("too many large request bodies are in flight; retry later")]
+    Busy,
 }
 
-/// Undoes `Content-Encoding`, refusing output larger than `limit`.
+/// Charges memory to the budget of bodies in flight: `charge(n)` is
+/// called before `n` more bytes are held, and `false` stops the work.
+pub type Charge<'a> = &'a mut dyn FnMut(usize) -> bool;
+
+/// Undoes `Content-Encoding`, refusing output larger than `limit`. The
+/// output buffer is charged to `charge` as it grows, so many bombs at once
+/// cannot hold more than the budget.
 ///
 /// # Errors
 ///
-/// [`BodyError::UnsupportedEncoding`], [`BodyError::Compression`] or
-/// [`BodyError::TooLarge`].
+/// [`BodyError::UnsupportedEncoding`], [`BodyError::Compression`],
+/// [`BodyError::TooLarge`] or [`BodyError::Busy`].
 pub fn decode(
     body: bytes::Bytes,
     content_encoding: Option<&str>,
     limit: usize,
+    charge: Charge<'_>,
 ) -> Result<bytes::Bytes, BodyError> {
     match content_encoding.map(str::trim) {
         None | Some("" | "identity") => Ok(body),
         Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
-            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+            let mut out: Vec<u8> = Vec::new();
             // A gzip bomb stops at `limit + 1` bytes instead of filling memory.
-            flate2::read::MultiGzDecoder::new(body.as_ref())
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| BodyError::Compression(e.to_string()))?;
-            if out.len() > limit {
-                return Err(BodyError::TooLarge { limit });
+            let mut reader =
+                flate2::read::MultiGzDecoder::new(body.as_ref()).take(limit as u64 + 1);
+            let mut chunk = vec![0u8; 64 << 10];
+            loop {
+                let n = reader
+                    .read(&mut chunk)
+                    .map_err(|e| BodyError::Compression(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                // What is charged is what is allocated: the buffer grows by
+                // doubling, and each growth is paid for before it happens.
+                if out.len() + n > out.capacity() {
+                    let cap = (out.len() + n).max(out.capacity() * 2).max(1 << 20);
+                    if !charge(cap - out.capacity()) {
+                        return Err(BodyError::Busy);
+                    }
+                    out.reserve_exact(cap - out.len());
+                }
+                out.extend_from_slice(&chunk[..n]);
+                if out.len() > limit {
+                    return Err(BodyError::TooLarge { limit });
+                }
             }
             Ok(out.into())
         }
         Some(other) => Err(BodyError::UnsupportedEncoding(other.to_string())),
+    }
+}
+
+/// The message that stops the array scan at `max_records`.
+const TOO_MANY: &str = "sluice: more records than the limit";
+
+/// A JSON array's elements, verbatim, counted while they are scanned: the
+/// scan stops at `max + 1` elements instead of indexing a huge array.
+struct Elements {
+    max: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Elements {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Elements {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(e) = seq.next_element::<&'de RawValue>()? {
+            if out.len() == self.max {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            out.push(e);
+        }
+        Ok(out)
     }
 }
 
@@ -108,13 +171,21 @@ pub fn split(
         )
     );
     if !ndjson && body[start] == b'[' {
-        let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
-        if elements.len() > max_records {
-            return Err(BodyError::TooManyRecords {
-                count: elements.len(),
-                limit: max_records,
-            });
-        }
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let elements = Elements { max: max_records }
+            .deserialize(&mut de)
+            .and_then(|e| de.end().map(|()| e))
+            .map_err(|e| {
+                if e.to_string().starts_with(TOO_MANY) {
+                    BodyError::TooManyRecords {
+                        count: max_records + 1,
+                        limit: max_records,
+                    }
+                } else {
+                    malformed(e)
+                }
+            })?;
         return Ok(elements
             .iter()
             .map(|e| e.get().as_bytes().to_vec())
@@ -223,6 +294,17 @@ mod tests {
         assert_eq!(e, BodyError::TooManyRecords { count: 3, limit: 2 });
         let e = split(b"[1,2,3]", None, 2).unwrap_err();
         assert_eq!(e, BodyError::TooManyRecords { count: 3, limit: 2 });
+        // Counted while scanning: the rest of a huge array is never read,
+        // so even a malformed tail after the limit says "too many".
+        let e = split(b"[1,2,3,{bad", None, 2).unwrap_err();
+        assert_eq!(e, BodyError::TooManyRecords { count: 3, limit: 2 });
+        assert_eq!(
+            split(b"[1,2] x", None, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("trailing"),
+            true
+        );
     }
 
     #[test]
@@ -232,16 +314,36 @@ mod tests {
         gz.write_all(&vec![b' '; 100_000]).unwrap();
         let bomb = bytes::Bytes::from(gz.finish().unwrap());
         assert_eq!(
-            decode(bomb.clone(), Some("gzip"), 1000).unwrap_err(),
+            decode(bomb.clone(), Some("gzip"), 1000, &mut |_| true).unwrap_err(),
             BodyError::TooLarge { limit: 1000 }
         );
-        assert_eq!(decode(bomb, Some("gzip"), 100_000).unwrap().len(), 100_000);
+        assert_eq!(
+            decode(bomb.clone(), Some("gzip"), 100_000, &mut |_| true)
+                .unwrap()
+                .len(),
+            100_000
+        );
+        // The output is charged as it grows; a refused charge stops it.
+        let mut charged = 0;
+        let mut some = |n| {
+            charged += n;
+            charged <= 0
+        };
+        assert_eq!(
+            decode(bomb, Some("gzip"), 100_000, &mut some).unwrap_err(),
+            BodyError::Busy
+        );
         assert!(matches!(
-            decode(bytes::Bytes::from_static(b"nope"), Some("gzip"), 10),
+            decode(
+                bytes::Bytes::from_static(b"nope"),
+                Some("gzip"),
+                10,
+                &mut |_| true
+            ),
             Err(BodyError::Compression(_))
         ));
         assert!(matches!(
-            decode(bytes::Bytes::new(), Some("br"), 10),
+            decode(bytes::Bytes::new(), Some("br"), 10, &mut |_| true),
             Err(BodyError::UnsupportedEncoding(_))
         ));
     }

@@ -13,7 +13,7 @@ use crate::pipeline::{Pipeline, RunAllError};
 use crate::sources::body::{self, BodyError};
 use crate::spool::Spool;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -120,6 +120,8 @@ pub struct PushState {
     pub workers: Arc<Semaphore>,
     /// How long a request's body may take to arrive.
     pub body_timeout: std::time::Duration,
+    /// Memory for request bodies in flight, shared by every listener.
+    pub body_budget: BodyBudget,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -217,9 +219,12 @@ async fn accept(
         return Err(too_large(cfg.max_body_bytes));
     }
     backoff_if_full(state, source, 0, declared.unwrap_or(0))?;
+    // Every byte held for this request (the body as sent, decompressed,
+    // split into records) is charged to the gateway-wide budget first.
+    let mut held = Held::new(&state.body_budget);
     let body = tokio::time::timeout(
         state.body_timeout,
-        Limited::new(body, cfg.max_body_bytes).collect(),
+        read_body(body, cfg.max_body_bytes, &mut held),
     )
     .await
     .map_err(|_| {
@@ -231,19 +236,7 @@ async fn accept(
                 state.body_timeout.as_secs()
             ),
         )
-    })?
-    .map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            too_large(cfg.max_body_bytes)
-        } else {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                Rejection::Malformed,
-                format!("cannot read the body: {e}"),
-            )
-        }
-    })?
-    .to_bytes();
+    })??;
     let received_at_ms = chrono::Utc::now().timestamp_millis();
     let wire_bytes = body.len();
     check_signature(&source.auth, &parts.headers, &body)?;
@@ -252,10 +245,15 @@ async fn accept(
         body,
         header_str(header::CONTENT_ENCODING),
         cfg.max_decoded_bytes,
+        &mut |n| held.charge(n),
     )
-    .map_err(body_refusal)?;
+    .map_err(|e| body_refusal(e, cfg))?;
+    // The records are copies of the decoded body.
+    if !held.charge(decoded.len()) {
+        return Err(body_refusal(BodyError::Busy, cfg));
+    }
     let records = body::split(&decoded, header_str(header::CONTENT_TYPE), cfg.max_records)
-        .map_err(body_refusal)?;
+        .map_err(|e| body_refusal(e, cfg))?;
     drop(decoded);
     let count = records.len();
     if count == 0 {
@@ -380,7 +378,17 @@ fn check_signature(auth: &ResolvedAuth, headers: &HeaderMap, body: &[u8]) -> Res
     mac.verify_slice(&given).map_err(|_| forbidden())
 }
 
-fn body_refusal(e: BodyError) -> Refusal {
+fn body_refusal(e: BodyError, cfg: &PushConfig) -> Refusal {
+    if matches!(e, BodyError::Busy) {
+        let mut r = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Backpressure,
+            e.to_string(),
+        );
+        r.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(cfg.retry_after_secs)));
+        return r;
+    }
     let (status, reason) = match e {
         BodyError::TooLarge { .. } | BodyError::TooManyRecords { .. } => {
             (StatusCode::PAYLOAD_TOO_LARGE, Rejection::TooManyRecords)
@@ -402,6 +410,87 @@ fn body_refusal(e: BodyError) -> Refusal {
         ));
     }
     r
+}
+
+/// The memory budget of request bodies in flight, shared by every push
+/// source of the gateway (`[limits] max_body_memory_bytes`), in KiB.
+#[derive(Debug, Clone)]
+pub struct BodyBudget(Arc<Semaphore>);
+
+impl BodyBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> Self {
+        let kib = usize::try_from(bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self(Arc::new(Semaphore::new(kib)))
+    }
+}
+
+/// What one request holds of the budget; given back when dropped.
+struct Held {
+    budget: BodyBudget,
+    permits: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Held {
+    fn new(budget: &BodyBudget) -> Self {
+        Self {
+            budget: budget.clone(),
+            permits: None,
+        }
+    }
+
+    /// Takes `bytes` more, without waiting: `false` when the budget is
+    /// spent (the request is answered 503 rather than queued in memory).
+    fn charge(&mut self, bytes: usize) -> bool {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        if kib == 0 {
+            return true;
+        }
+        match self.budget.0.clone().try_acquire_many_owned(kib) {
+            Ok(p) => {
+                match &mut self.permits {
+                    Some(held) => held.merge(p),
+                    None => self.permits = Some(p),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Reads the body within `limit` bytes, charging each piece as it comes.
+async fn read_body(mut body: Incoming, limit: usize, held: &mut Held) -> Result<Bytes, Refusal> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                Rejection::Malformed,
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            return Err(too_large(limit));
+        }
+        if !held.charge(data.len()) {
+            let mut r = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Rejection::Backpressure,
+                BodyError::Busy.to_string(),
+            );
+            r.headers
+                .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            return Err(r);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 fn too_large(limit: usize) -> Refusal {
