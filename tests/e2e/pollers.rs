@@ -591,11 +591,113 @@ async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
     .await;
     gw.kill9();
     release.notify_waiters();
+    // The two pages before the kill were committed: their records are in
+    // the spool, their ids in run_ids, and the cursor stayed small (no id
+    // list growing with the run).
+    {
+        let db = rusqlite::Connection::open(dir.path().join("state/spool.db")).unwrap();
+        let (cursor,): (String,) = db
+            .query_row(
+                "SELECT cursor FROM checkpoints WHERE source = 'j1'",
+                [],
+                |r| Ok((r.get(0)?,)),
+            )
+            .unwrap();
+        let ids: i64 = db
+            .query_row("SELECT count(*) FROM run_ids WHERE key = 'j1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(ids, 3, "pages of 1 and 2 committed before the kill");
+        let cursor: Value = serde_json::from_str(&cursor).unwrap();
+        assert!(
+            cursor.get("pending").is_none() && cursor["run_started_ms"].is_i64(),
+            "{cursor}"
+        );
+        // A page's commit records the log's end with its cursor.
+        let spooled: i64 = db
+            .query_row(
+                "SELECT end_seq - cursor_seq FROM logs WHERE sink = 'out'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(spooled, 3, "the 3 records are in the log");
+    }
+    let before = state.requests.lock().unwrap().len();
     let gw = Gateway::start(dir.path(), &j1_config(&stub, &start, "", FAST_SINK));
     let out = dir.path().join("out");
     wait_delivered(&out, 9).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_once(&out, 9);
+    // The run was redone from its start: first page, same query.
+    let first_after = state.requests.lock().unwrap()[before].clone();
+    assert!(first_after["cursor"].is_null(), "{first_after}");
+    assert_eq!(
+        first_after["query"],
+        state.requests.lock().unwrap()[0]["query"],
+        "the watermark did not move for an unfinished run"
+    );
+    gw.stop();
+}
+
+/// JupiterOne can make an entity visible after a run took its snapshot,
+/// with a `_beginOn` older than entities already read. With
+/// `source_lag_secs`, the watermark stays that far behind each run's
+/// start, so the late entity is still queried, and spooled once; what was
+/// spooled already is skipped when seen again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupiterone_entities_made_visible_late_are_caught_by_the_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let state = Arc::new(stubs::JupiterOne {
+        token: "j1-token".into(),
+        account: "j1acct".into(),
+        page_size: 3,
+        ..Default::default()
+    });
+    // The newest entity is a second old.
+    state.entities.lock().unwrap().extend((0..8).map(|i| {
+        j1_entity(
+            &format!("e{i}"),
+            "Finding",
+            now_ms - 8000 + i * 1000,
+            1,
+            false,
+        )
+    }));
+    let stub = stubs::jupiterone(dir.path(), state.clone()).await;
+    let gw = Gateway::start(
+        dir.path(),
+        &j1_config(&stub, &ago(3600), "source_lag_secs = 30", FAST_SINK),
+    );
+    let out = dir.path().join("out");
+    wait_for(|| ids(&out).len() >= 8, "the first entities").await;
+    // Made visible now, with a _beginOn four seconds back: older than the
+    // newest entity already read.
+    state
+        .entities
+        .lock()
+        .unwrap()
+        .push(j1_entity("late", "Finding", now_ms - 4000, 1, false));
+    wait_for(|| ids(&out).len() >= 9, "the late entity").await;
+    // Several more cycles: nothing is spooled twice.
+    let runs = state.runs.lock().unwrap().len();
+    wait_for(
+        || state.runs.lock().unwrap().len() >= runs + 3,
+        "three more runs",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_once(&out, 9);
+    let m = gw.metrics().await;
+    assert!(
+        crate::gw::metric_value(
+            &m,
+            "sluice_poller_events_total{source=\"j1\",stage=\"duplicate\"}"
+        ) >= 9.0,
+        "seen again and skipped: {m}"
+    );
     gw.stop();
 }
 

@@ -412,6 +412,10 @@ pub struct JupiterOne {
     pub deferred: Mutex<Vec<(usize, Value)>>,
     /// This stub's own URL, for deferred result links.
     pub url: Mutex<String>,
+    /// Each run's result, taken when its first page is asked for: later
+    /// pages read that snapshot, so an entity added during a run (or made
+    /// visible late) shows only in a later run, as with JupiterOne.
+    pub runs: Mutex<Vec<Vec<Value>>>,
 }
 
 impl JupiterOne {
@@ -489,27 +493,44 @@ impl JupiterOne {
             );
         };
         let vars = &req["variables"];
-        let rows = match self.select(
-            vars["query"].as_str().unwrap_or(""),
-            vars["includeDeleted"].as_bool().unwrap_or(false),
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                return reply(
-                    200,
-                    json!({"data": null, "errors": [{"message": e}]}).to_string(),
-                    &[],
-                );
+        // Cursor: "run:<snapshot>:off:<offset>", opaque to the client.
+        let at: Option<(usize, usize)> = vars["cursor"].as_str().and_then(|c| {
+            let (run, off) = c.strip_prefix("run:")?.split_once(":off:")?;
+            Some((run.parse().ok()?, off.parse().ok()?))
+        });
+        let (run, offset, rows) = match at {
+            Some((run, offset)) => match self.runs.lock().unwrap().get(run) {
+                Some(rows) => (run, offset, rows.clone()),
+                None => {
+                    return reply(
+                        200,
+                        json!({"data": null, "errors": [{"message": "unknown cursor"}]})
+                            .to_string(),
+                        &[],
+                    );
+                }
+            },
+            None => {
+                let rows = match self.select(
+                    vars["query"].as_str().unwrap_or(""),
+                    vars["includeDeleted"].as_bool().unwrap_or(false),
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return reply(
+                            200,
+                            json!({"data": null, "errors": [{"message": e}]}).to_string(),
+                            &[],
+                        );
+                    }
+                };
+                let mut runs = self.runs.lock().unwrap();
+                runs.push(rows.clone());
+                (runs.len() - 1, 0, rows)
             }
         };
-        // Cursor: the offset, opaque to the client. Pages come in no time
-        // order (JupiterOne does not sort), and their sizes vary: a short
-        // page is not the end, only a null cursor is.
-        let offset: usize = vars["cursor"]
-            .as_str()
-            .and_then(|c| c.strip_prefix("off:"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        // Pages come in no time order (JupiterOne does not sort), and their
+        // sizes vary: a short page is not the end, only a null cursor is.
         let size = if offset == 0 {
             self.page_size.max(2) - 1
         } else {
@@ -518,7 +539,7 @@ impl JupiterOne {
         let page: Vec<Value> = rows.iter().skip(offset).take(size).cloned().collect();
         let next = offset + page.len();
         let cursor = if next < rows.len() {
-            json!(format!("off:{next}"))
+            json!(format!("run:{run}:off:{next}"))
         } else {
             Value::Null
         };

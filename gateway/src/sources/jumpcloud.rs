@@ -311,7 +311,7 @@ impl JumpCloud {
                 }
                 records.push(raw.get().as_bytes().to_vec());
             }
-            ctx.commit_page(records, &wm, events.len(), duplicates, stats)
+            ctx.commit_page(records, &wm, None, events.len(), duplicates, stats)
                 .await?;
             // Integers, not strings: "999" >= "1000" as text.
             let count = resp

@@ -3,14 +3,21 @@
 //! `Authorization: Bearer` and `JupiterOne-Account`.
 //!
 //! A cycle runs the J1QL query with `{since}` replaced by the watermark
-//! (epoch ms of the newest `_beginOn` spooled), and follows the result
-//! cursor until it is null (only a null cursor ends the result; a short
-//! page does not). Results are not in time order, so the watermark only
-//! moves when a run completes; pages of a run in progress are committed
-//! with the ids they spooled, and a run cut short is redone without
-//! spooling those again. With `include_deleted` (CDC mode) deleted
-//! entities come too, for the `j1-cdc` transform. With `deferred`, each
-//! page is fetched through JupiterOne's deferred-response URL.
+//! (epoch ms), and follows the result cursor until it is null (only a null
+//! cursor ends the result; a short page does not). Results are not in time
+//! order, so the watermark only moves when a run completes; each page is
+//! committed with the ids it spooled (in the spool's `run_ids`, a page's
+//! worth at a time), and a run cut short is redone without spooling those
+//! again. With `include_deleted` (CDC mode) deleted entities come too, for
+//! the `j1-cdc` transform. With `deferred`, each page is fetched through
+//! JupiterOne's deferred-response URL.
+//!
+//! `source_lag_secs`: an entity JupiterOne makes visible after a run's
+//! snapshot, with an older `_beginOn`, would fall behind a watermark that
+//! moved to the newest `_beginOn` seen. So a run moves the watermark at
+//! most to its start minus the lag; the versions spooled past it
+//! (`id@_beginOn`) are remembered and skipped when the next runs see them
+//! again, and a late entity within the lag is queried and spooled once.
 
 use super::poller::{
     ApiRequest, Backoff, PollCtx, PollError, Region, Watermark, Window, rfc3339_ns, secret_header,
@@ -66,6 +73,14 @@ pub struct JupiterOneConfig {
     /// Seconds allowed per request.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
+    /// Seconds the watermark stays behind each run's start, for entities
+    /// JupiterOne makes visible late (see the module docs).
+    #[serde(default = "default_lag")]
+    pub source_lag_secs: u64,
+}
+
+fn default_lag() -> u64 {
+    120
 }
 
 fn default_query() -> String {
@@ -233,11 +248,14 @@ impl JupiterOne {
         let since_ns = wm.at_ns.or_else(|| rfc3339_ns(start_cfg)).unwrap_or(0);
         let since_ms = since_ns.div_euclid(1_000_000);
         let query = self.cfg.query.replace("{since}", &since_ms.to_string());
+        // The run in progress (resumed after a crash, or new).
+        let mut run = Run::resume(ctx, &mut wm)?;
         let mut cursor: Option<String> = None;
         loop {
             let (elements, next) = self.page(ctx, stats, &query, cursor.as_deref()).await?;
             let mut records = Vec::with_capacity(elements.len());
             let mut duplicates = 0;
+            let mut added = Vec::new();
             for raw in &elements {
                 let head: Option<Head> = serde_json::from_slice(raw).ok();
                 let entity = head.as_ref().and_then(|h| h.entity.as_ref());
@@ -248,22 +266,35 @@ impl JupiterOne {
                 let begin = entity
                     .and_then(|e| e.begin_on.as_ref())
                     .and_then(begin_on_ns);
-                if wm.seen(begin.as_ref().map(|b| b.1), id.as_deref())
-                    || wm.pending_seen(id.as_deref())
-                {
+                let key = id
+                    .as_deref()
+                    .map(|id| version_key(id, begin.as_ref().map(|b| b.1)));
+                if key.as_ref().is_some_and(|k| {
+                    wm.recent.contains(k) || run.spooled.contains(k) || run.legacy_seen(&wm, k)
+                }) {
                     duplicates += 1;
                     continue;
                 }
-                wm.add_pending(
-                    begin.as_ref().map(|(t, ns)| (t.as_str(), *ns)),
-                    id.as_deref(),
-                );
+                if let Some((text, ns)) = &begin {
+                    wm.add_pending(Some((text.as_str(), *ns)), id.as_deref());
+                }
+                if let Some(k) = key {
+                    run.spooled.insert(k.clone());
+                    added.push(k);
+                }
                 records.push(raw.clone());
             }
-            if next.is_none() {
-                wm.finish_run();
+            let finished = next.is_none();
+            if finished {
+                run.finish(&mut wm, self.cfg.source_lag_secs);
             }
-            ctx.commit_page(records, &wm, elements.len(), duplicates, stats)
+            wm.pending.clear();
+            let ids = crate::spool::meta::RunIds {
+                key: ctx.checkpoint.clone(),
+                add: added,
+                clear: finished,
+            };
+            ctx.commit_page(records, &wm, Some(ids), elements.len(), duplicates, stats)
                 .await?;
             match next {
                 Some(c) => cursor = Some(c),
@@ -404,6 +435,89 @@ impl JupiterOne {
         Ok(Err(
             "deferred query still IN_PROGRESS after 5 minutes".into()
         ))
+    }
+}
+
+/// One entity version: `id@_beginOn` (epoch ms), or `id@` without a time.
+fn version_key(id: &str, begin_ns: Option<i128>) -> String {
+    match begin_ns {
+        Some(ns) => format!("{id}@{}", ns.div_euclid(1_000_000)),
+        None => format!("{id}@"),
+    }
+}
+
+/// The `_beginOn` of a version key.
+fn key_ms(key: &str) -> Option<i128> {
+    key.rsplit_once('@')?.1.parse().ok()
+}
+
+/// A query run: what it has spooled so far, and when it started.
+struct Run {
+    started_ms: i64,
+    spooled: std::collections::HashSet<String>,
+    /// Ids (without a version) that a run interrupted under an earlier
+    /// release spooled.
+    legacy: std::collections::BTreeSet<String>,
+}
+
+impl Run {
+    /// The run in progress, or a new one. Its ids come from the spool, its
+    /// start time from the cursor.
+    fn resume(ctx: &PollCtx, wm: &mut Watermark) -> Result<Self, PollError> {
+        let spooled = ctx
+            .spool
+            .run_ids(&ctx.checkpoint)
+            .map_err(|e| PollError::Fatal(e.to_string()))?;
+        let started_ms = match wm.run_started_ms {
+            Some(t) if !spooled.is_empty() || !wm.pending.is_empty() => t,
+            _ => {
+                let now = chrono::Utc::now().timestamp_millis();
+                wm.run_started_ms = Some(now);
+                wm.pending_max = None;
+                now
+            }
+        };
+        // An earlier release kept the watermark's ids in `ids` and the
+        // run's in `pending`, without versions.
+        for id in std::mem::take(&mut wm.ids) {
+            if let Some(ns) = wm.at_ns {
+                wm.recent.insert(version_key(&id, Some(ns)));
+            }
+        }
+        Ok(Self {
+            started_ms,
+            spooled,
+            legacy: std::mem::take(&mut wm.pending),
+        })
+    }
+
+    fn legacy_seen(&self, _wm: &Watermark, key: &str) -> bool {
+        key.rsplit_once('@')
+            .is_some_and(|(id, _)| self.legacy.contains(id))
+    }
+
+    /// Ends the run: the watermark moves to the newest `_beginOn` spooled,
+    /// but not past the run's start minus the lag; versions at or after it
+    /// are remembered.
+    fn finish(&mut self, wm: &mut Watermark, lag_secs: u64) {
+        let cap_ms = i128::from(self.started_ms) - i128::from(lag_secs) * 1000;
+        if let Some((text, ns, _)) = wm.pending_max.take() {
+            let to_ms = super::poller::ms_of(ns).min(cap_ms);
+            if wm.at_ns.is_none_or(|w| super::poller::ms_of(w) < to_ms) {
+                wm.at_ns = Some(to_ms * 1_000_000);
+                wm.at = Some(if to_ms == super::poller::ms_of(ns) {
+                    text
+                } else {
+                    to_ms.to_string()
+                });
+            }
+        }
+        let floor = wm.at_ns.map(super::poller::ms_of);
+        let mut recent = std::mem::take(&mut wm.recent);
+        recent.extend(self.spooled.drain());
+        recent.retain(|k| matches!((key_ms(k), floor), (Some(ms), Some(w)) if ms >= w));
+        wm.recent = recent;
+        wm.run_started_ms = None;
     }
 }
 

@@ -49,6 +49,15 @@ pub struct Watermark {
     /// The newest event of the run in progress: (text, ns, ids in its ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_max: Option<(String, i128, BTreeSet<String>)>,
+    /// Unordered APIs with a lag (JupiterOne): `id@epoch-ms` of every
+    /// version spooled at or after the watermark, which the next runs see
+    /// again and skip.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub recent: BTreeSet<String>,
+    /// When the run in progress started (Unix ms): its snapshot's time,
+    /// which bounds how far the watermark may move at its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_started_ms: Option<i64>,
 }
 
 /// The millisecond of an instant in nanoseconds.
@@ -237,6 +246,7 @@ impl PollCtx {
         &mut self,
         records: Vec<Vec<u8>>,
         cursor: &Watermark,
+        run_ids: Option<crate::spool::meta::RunIds>,
     ) -> Result<(), PollError> {
         let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         let sinks = crate::pipeline::sinks_of(&self.pipelines);
@@ -277,7 +287,7 @@ impl PollCtx {
             let checkpoint = Some((self.checkpoint.clone(), cursor.clone()));
             match self
                 .spool
-                .append_with_checkpoint(rows.clone(), checkpoint)
+                .append_page(rows.clone(), checkpoint, run_ids.clone())
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -302,12 +312,13 @@ impl PollCtx {
         &mut self,
         records: Vec<Vec<u8>>,
         cursor: &Watermark,
+        run_ids: Option<crate::spool::meta::RunIds>,
         received: usize,
         duplicates: usize,
         stats: &mut CycleStats,
     ) -> Result<(), PollError> {
         let spooled = records.len();
-        self.commit(records, cursor).await?;
+        self.commit(records, cursor, run_ids).await?;
         stats.pages += 1;
         stats.received += received as u64;
         stats.duplicates += duplicates as u64;

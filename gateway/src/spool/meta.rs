@@ -49,7 +49,27 @@ CREATE TABLE IF NOT EXISTS objects (
     UNIQUE (sink, key)
 );
 CREATE INDEX IF NOT EXISTS objects_by_sink ON objects (sink, hi_seq);
+CREATE TABLE IF NOT EXISTS run_ids (
+    key TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (key, id)
+) WITHOUT ROWID;
 ";
+
+/// Ids a poller's run in progress has spooled: added with each page,
+/// cleared with the page that ends the run, in the same transaction as the
+/// page's records and cursor. A page adds only its own ids, so a run of N
+/// pages writes N pages' worth of ids, not N² (the cursor JSON stays
+/// small).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunIds {
+    /// The poller's checkpoint key.
+    pub key: String,
+    /// Ids the page spooled.
+    pub add: Vec<String>,
+    /// The page ends the run: forget the run's ids.
+    pub clear: bool,
+}
 
 /// One sink's row: its committed log end (if recorded) and cursor.
 #[derive(Debug, Clone)]
@@ -190,6 +210,7 @@ impl Meta {
         &self,
         ends: &[(&str, Pos)],
         checkpoints: &[(&str, &str)],
+        run_ids: &[&RunIds],
         migrated_through: Option<i64>,
     ) -> Result<(), SpoolError> {
         let mut conn = lock(&self.conn);
@@ -220,6 +241,19 @@ impl Meta {
             for (source, cursor) in checkpoints {
                 cp.execute(params![source, cursor, now])
                     .map_err(|e| self.err(e))?;
+            }
+            let mut add = tx
+                .prepare_cached("INSERT OR IGNORE INTO run_ids (key, id) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            for run in run_ids {
+                if run.clear {
+                    tx.execute("DELETE FROM run_ids WHERE key = ?1", [&run.key])
+                        .map_err(|e| self.err(e))?;
+                } else {
+                    for id in &run.add {
+                        add.execute([&run.key, id]).map_err(|e| self.err(e))?;
+                    }
+                }
             }
             if let Some(id) = migrated_through {
                 tx.execute("DELETE FROM spool WHERE id <= ?1", [id])
@@ -287,6 +321,21 @@ impl Meta {
                 |r| r.get(0),
             )
             .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The ids the run in progress under `key` has spooled.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Sqlite`].
+    pub fn run_ids(&self, key: &str) -> Result<std::collections::HashSet<String>, SpoolError> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn
+            .prepare("SELECT id FROM run_ids WHERE key = ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([key], |r| r.get(0))
+            .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e))
     }
 

@@ -120,6 +120,7 @@ enum Op {
     Append {
         rows: Vec<NewRow>,
         checkpoint: Option<(String, String)>,
+        run_ids: Option<meta::RunIds>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
 }
@@ -286,7 +287,7 @@ impl Spool {
                 }
             }
             let sync = self.limits.sync == SyncMode::Full;
-            commit_group(&self.meta, &touched, sync, &[], Some(last), &self.dir)?;
+            commit_group(&self.meta, &touched, sync, &[], &[], Some(last), &self.dir)?;
             moved += rows.len() as u64;
             after = last;
         }
@@ -405,6 +406,21 @@ impl Spool {
         rows: Vec<NewRow>,
         checkpoint: Option<(String, String)>,
     ) -> Result<(), SpoolError> {
+        self.append_page(rows, checkpoint, None).await
+    }
+
+    /// Appends a poller's page: its rows, its cursor, and the ids its run
+    /// has spooled (see [`meta::RunIds`]), all as one unit.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError`]; then none of it was stored.
+    pub async fn append_page(
+        &self,
+        rows: Vec<NewRow>,
+        checkpoint: Option<(String, String)>,
+        run_ids: Option<meta::RunIds>,
+    ) -> Result<(), SpoolError> {
         let (reply, rx) = oneshot::channel();
         lock(&self.ops)
             .as_ref()
@@ -412,10 +428,20 @@ impl Spool {
             .send(Op::Append {
                 rows,
                 checkpoint,
+                run_ids,
                 reply,
             })
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// The ids the poller run in progress under `key` has spooled.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Sqlite`].
+    pub fn run_ids(&self, key: &str) -> Result<std::collections::HashSet<String>, SpoolError> {
+        self.meta.run_ids(key)
     }
 
     /// A source's stored checkpoint.
@@ -494,6 +520,7 @@ fn commit_group(
     touched: &[Arc<SinkLog>],
     sync: bool,
     checkpoints: &[(&str, &str)],
+    run_ids: &[&meta::RunIds],
     migrated: Option<i64>,
     dir: &Path,
 ) -> Result<Vec<(Arc<SinkLog>, Pos)>, SpoolError> {
@@ -511,9 +538,9 @@ fn commit_group(
             ));
         }
     }
-    if !checkpoints.is_empty() || migrated.is_some() {
+    if !checkpoints.is_empty() || !run_ids.is_empty() || migrated.is_some() {
         let ends: Vec<(&str, Pos)> = touched.iter().map(|l| (&*l.name, l.staged_end())).collect();
-        if let Err(e) = meta.commit(&ends, checkpoints, migrated) {
+        if let Err(e) = meta.commit(&ends, checkpoints, run_ids, migrated) {
             let e = match e {
                 SpoolError::Sqlite {
                     source: rusqlite::Error::SqliteFailure(f, _),
@@ -580,9 +607,13 @@ impl Writer {
         let Some(spool) = self.spool.upgrade() else {
             return;
         };
-        let flagged = ops
-            .iter()
-            .any(|Op::Append { checkpoint, .. }| checkpoint.is_some());
+        let flagged = ops.iter().any(
+            |Op::Append {
+                 checkpoint,
+                 run_ids,
+                 ..
+             }| { checkpoint.is_some() || run_ids.is_some() },
+        );
         let flags = if flagged { frame::NEEDS_META } else { 0 };
         let mut touched: Vec<Arc<SinkLog>> = Vec::new();
         let mut failed: Option<SpoolError> = None;
@@ -619,11 +650,16 @@ impl Writer {
                         checkpoint.as_ref().map(|(s, c)| (s.as_str(), c.as_str()))
                     })
                     .collect();
+                let run_ids: Vec<&meta::RunIds> = ops
+                    .iter()
+                    .filter_map(|Op::Append { run_ids, .. }| run_ids.as_ref())
+                    .collect();
                 commit_group(
                     &self.meta,
                     &touched,
                     self.sync,
                     &checkpoints,
+                    &run_ids,
                     None,
                     &spool.dir,
                 )
@@ -694,7 +730,7 @@ impl Writer {
             .iter()
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
-        if self.meta.commit(&ends, &[], None).is_ok() {
+        if self.meta.commit(&ends, &[], &[], None).is_ok() {
             self.unrecorded.clear();
         }
     }
