@@ -6,6 +6,9 @@
 //! ```sh
 //! cargo bench -p sluice --bench backfill_load
 //! # env: BACKFILL_EVENTS (1000000), BACKFILL_TRANSFORM (ecs-jumpcloud | none)
+//! #      BACKFILL_API=jupiterone: one JupiterOne run over BACKFILL_EVENTS
+//! #      entities (default 200000), 1000 a page, through j1-cdc (whether a
+//! #      long unordered run stays linear)
 //! ```
 
 #[allow(
@@ -34,6 +37,13 @@ async fn main() {
         .unwrap_or(1_000_000);
     let transform = std::env::var("BACKFILL_TRANSFORM").unwrap_or_else(|_| "ecs-jumpcloud".into());
     let dir = tempfile::tempdir().unwrap();
+    if std::env::var("BACKFILL_API").is_ok_and(|a| a == "jupiterone") {
+        let n = std::env::var("BACKFILL_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        return jupiterone(dir.path(), n).await;
+    }
     let state = stubs::JumpCloud::with_key("bench-key");
     let base = chrono::Utc::now() - chrono::Duration::days(10);
     let ts = |i: i64| {
@@ -117,5 +127,84 @@ sync = "full"
     println!(
         "  wall time including start-up and the final flush: {:.1} s",
         elapsed.as_secs_f64()
+    );
+}
+
+/// One JupiterOne run over `n` entities, 1000 a page, through `j1-cdc`.
+async fn jupiterone(dir: &std::path::Path, n: i64) {
+    let state = std::sync::Arc::new(stubs::JupiterOne {
+        token: "bench-token".into(),
+        account: "bench".into(),
+        page_size: 1000,
+        ..Default::default()
+    });
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    state.entities.lock().unwrap().extend((0..n).map(|i| {
+        serde_json::json!({
+            "id": format!("ent-{i:08}"),
+            "entity": {"_id": format!("ent-{i:08}"), "_key": format!("k{i}"), "_type": "finding",
+                       "_class": ["Finding"], "_accountId": "bench", "_version": 1,
+                       "_deleted": false, "_beginOn": now_ms - 86_400_000 + (i * 7919 % n)},
+            "properties": {"severity": "high", "displayName": format!("Finding {i}")}
+        })
+    }));
+    let stub = stubs::jupiterone(dir, state).await;
+    let start = (chrono::Utc::now() - chrono::Duration::days(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let config = format!(
+        r#"state_dir = "state"
+[admin]
+address = "127.0.0.1:0"
+
+[sources.j1]
+type = "jupiterone"
+api_token = "bench-token"
+account_id = "bench"
+base_url = "{url}/"
+ca_file = "{ca}"
+start = "{start}"
+
+[pipelines.p]
+source = "j1"
+sink = "out"
+[[pipelines.p.transforms]]
+use = "j1-cdc"
+
+[sinks.out]
+type = "local"
+path = "out"
+compression = "gzip"
+compression_level = 1
+rotate = {{ max_age_secs = 10 }}
+"#,
+        url = stub.url(),
+        ca = stub.cert.display(),
+    );
+    std::fs::write(dir.join("sluice.toml"), config).unwrap();
+    let config_path = dir.join("sluice.toml");
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        support::sluice()
+            .env("SLUICE_LOG", "warn")
+            .args(["backfill", "--config"])
+            .arg(&config_path)
+            .args(["--source", "j1", "--since", &start])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "backfill failed: {summary}");
+    println!(
+        "backfill_load: one JupiterOne run of {n} entities, 1000 a page, j1-cdc, gzip local sink"
+    );
+    println!("  {}", summary.trim());
+    println!(
+        "  wall time including start-up and the final flush: {:.1} s, {:.1} µs per entity",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / n as f64
     );
 }

@@ -146,6 +146,9 @@ impl Gateway {
             Some(0),
             "sluice should exit 0 after SIGTERM; stderr:\n{log}"
         );
+        // A thread that panicked (even one that was caught and reported)
+        // is a bug, whatever the test was about.
+        assert!(!log.contains("panicked at"), "a thread panicked:\n{log}");
         log
     }
 

@@ -498,9 +498,24 @@ impl JupiterOne {
             let (run, off) = c.strip_prefix("run:")?.split_once(":off:")?;
             Some((run.parse().ok()?, off.parse().ok()?))
         });
-        let (run, offset, rows) = match at {
+        // Only the page is copied out of the snapshot (a run can be long).
+        let size = if at.is_none_or(|(_, off)| off == 0) {
+            self.page_size.max(2) - 1
+        } else {
+            self.page_size
+        };
+        let (run, offset, total, page) = match at {
             Some((run, offset)) => match self.runs.lock().unwrap().get(run) {
-                Some(rows) => (run, offset, rows.clone()),
+                Some(rows) => (
+                    run,
+                    offset,
+                    rows.len(),
+                    rows.iter()
+                        .skip(offset)
+                        .take(size)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ),
                 None => {
                     return reply(
                         200,
@@ -524,21 +539,18 @@ impl JupiterOne {
                         );
                     }
                 };
+                let page = rows.iter().take(size).cloned().collect::<Vec<_>>();
+                let total = rows.len();
                 let mut runs = self.runs.lock().unwrap();
-                runs.push(rows.clone());
-                (runs.len() - 1, 0, rows)
+                runs.push(rows);
+                (runs.len() - 1, 0, total, page)
             }
         };
         // Pages come in no time order (JupiterOne does not sort), and their
-        // sizes vary: a short page is not the end, only a null cursor is.
-        let size = if offset == 0 {
-            self.page_size.max(2) - 1
-        } else {
-            self.page_size
-        };
-        let page: Vec<Value> = rows.iter().skip(offset).take(size).cloned().collect();
+        // sizes vary (the first is one short): a short page is not the end,
+        // only a null cursor is.
         let next = offset + page.len();
-        let cursor = if next < rows.len() {
+        let cursor = if next < total {
             json!(format!("run:{run}:off:{next}"))
         } else {
             Value::Null

@@ -209,7 +209,8 @@ pub fn run<S: ObjectStore>(
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match handle.block_on(tokio::time::timeout(left, finished.recv())) {
+            // The timer is made inside the runtime (it needs its clock).
+            match handle.block_on(async { tokio::time::timeout(left, finished.recv()).await }) {
                 Ok(Some(f)) => d.finished(f),
                 Ok(None) => return,
                 Err(_) => {
