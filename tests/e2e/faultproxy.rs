@@ -27,6 +27,16 @@ use tokio::sync::watch;
 /// Which request to answer with silence.
 pub type Rule = Box<dyn Fn(&hyper::Method, &str) -> bool + Send + Sync>;
 
+/// What happens to the request the rule picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwarded; the answer is dropped, then connections are refused for
+    /// a while.
+    DropAnswer,
+    /// Never forwarded, never answered: the request hangs.
+    Hang,
+}
+
 /// A request the proxy forwarded: method, path and query, and radosgw's
 /// status (`None` when its answer was dropped).
 #[derive(Debug, Clone)]
@@ -51,6 +61,7 @@ struct State {
     upstream: SocketAddr,
     upstream_tls: tokio_rustls::TlsConnector,
     rule: Rule,
+    fault: Fault,
     armed: AtomicBool,
     refuse_for: Duration,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -67,6 +78,18 @@ impl FaultProxy {
         upstream: &str,
         ca: &str,
         rule: Rule,
+        refuse_for: Duration,
+    ) -> Self {
+        Self::start_with(dir, upstream, ca, rule, Fault::DropAnswer, refuse_for).await
+    }
+
+    /// As [`FaultProxy::start`], with the fault to inject.
+    pub async fn start_with(
+        dir: &std::path::Path,
+        upstream: &str,
+        ca: &str,
+        rule: Rule,
+        fault: Fault,
         refuse_for: Duration,
     ) -> Self {
         let port: u16 = upstream.rsplit(':').next().unwrap().parse().unwrap();
@@ -108,6 +131,7 @@ impl FaultProxy {
             upstream,
             upstream_tls: tokio_rustls::TlsConnector::from(Arc::new(client)),
             rule,
+            fault,
             armed: AtomicBool::new(true),
             refuse_for,
             seen: seen.clone(),
@@ -211,6 +235,15 @@ async fn forward(
         .uri
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
+    if state.fault == Fault::Hang && (state.rule)(&parts.method, &target) {
+        state.seen.lock().unwrap().push(Seen {
+            method: parts.method.to_string(),
+            target: target.clone(),
+            status: 0,
+            dropped: true,
+        });
+        std::future::pending::<()>().await;
+    }
     let mut up = Request::builder().method(parts.method.clone()).uri(&target);
     for (k, v) in &parts.headers {
         up = up.header(k, v);
@@ -232,7 +265,8 @@ async fn forward(
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
-    let drop_it = (state.rule)(&parts.method, &target)
+    let drop_it = state.fault == Fault::DropAnswer
+        && (state.rule)(&parts.method, &target)
         && rparts.status.is_success()
         && state.armed.swap(false, Ordering::SeqCst);
     state.seen.lock().unwrap().push(Seen {

@@ -1122,3 +1122,74 @@ rotate = {{ max_age_secs = 0.2 }}
     );
     assert!(log.contains("undelivered=3"), "{log}");
 }
+
+/// SIGTERM while an upload hangs: sluice waits for it a while (15 s),
+/// then exits cleanly; the object stays recorded and the next start
+/// uploads it, under the same key, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_upload_at_shutdown_is_left_recorded_and_delivered_at_the_next_start() {
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
+    let proxy = FaultProxy::start_with(
+        dir.path(),
+        env.get("SLUICE_TEST_S3_ENDPOINT"),
+        env.get("SLUICE_TEST_S3_CA"),
+        Box::new(|m, target| m == hyper::Method::PUT && !target.contains(".connection-test")),
+        crate::faultproxy::Fault::Hang,
+        Duration::from_secs(1),
+    )
+    .await;
+    let stuck = via_proxy(env, &bucket, &proxy, "attempt_timeout_secs = 120");
+    let gw = start(dir.path(), &push_to(&stuck, ""));
+    let r = gw.client().push("s", &[], "[1,2,3]").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for _ in 0..100 {
+        if proxy.seen().iter().any(|s| s.method == "PUT" && s.dropped) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        proxy.seen().iter().any(|s| s.method == "PUT" && s.dropped),
+        "an upload is under way"
+    );
+    let started = std::time::Instant::now();
+    let log = gw.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.contains("uploads still under way at shutdown are left"),
+        "{log}"
+    );
+    assert!(log.contains("undelivered=3"), "{log}");
+    // Straight to radosgw now: the recorded object goes up once.
+    let gw = start(dir.path(), &push_to(&s3_sink(env, &bucket, ""), ""));
+    let data = settled_lines(&admin, &bucket, 3).await;
+    assert_eq!(data.len(), 1, "{:?}", data.keys());
+    assert_eq!(data.values().flatten().collect::<Vec<_>>(), ["1", "2", "3"]);
+    let stuck_key = proxy
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "PUT" && s.dropped)
+        .unwrap()
+        .target;
+    let key = data.keys().next().unwrap();
+    assert!(
+        stuck_key.starts_with(&format!("/{bucket}/{key}")),
+        "the same key as the stuck attempt: {stuck_key} vs {key}"
+    );
+    assert!(
+        gw.stderr().contains("uploaded again under their names"),
+        "{}",
+        gw.stderr()
+    );
+    gw.stop();
+}
