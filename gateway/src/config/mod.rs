@@ -501,10 +501,19 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::parse(path, &text)?;
+        Self::from_text(path, &text)
+    }
+
+    /// Parses and validates config text as if read from `path` (no I/O).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`], listing every problem found.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::parse(path, text)?;
         let issues = config.validate();
         if !issues.is_empty() {
-            return Err(ConfigError::Invalid(locate_all(path, &text, issues)));
+            return Err(ConfigError::Invalid(locate_all(path, text, issues)));
         }
         config.base_dir = path
             .parent()

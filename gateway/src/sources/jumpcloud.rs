@@ -149,6 +149,28 @@ pub struct JumpCloud {
     url: String,
 }
 
+/// A page's events, verbatim (no I/O; fuzzed).
+///
+/// # Errors
+///
+/// The body is not a JSON array.
+pub fn parse_page(body: &[u8]) -> Result<Vec<Box<RawValue>>, serde_json::Error> {
+    serde_json::from_slice::<Vec<Box<RawValue>>>(body)
+}
+
+/// An event's id and timestamp (text, ns), as the cursor needs them.
+pub fn event_head(raw: &str) -> (Option<String>, Option<(String, i128)>) {
+    let head: Head<'_> = serde_json::from_str(raw).unwrap_or(Head {
+        id: None,
+        timestamp: None,
+    });
+    let at = head
+        .timestamp
+        .as_deref()
+        .and_then(|t| rfc3339_ns(t).map(|ns| (t.to_string(), ns)));
+    (head.id.map(std::borrow::Cow::into_owned), at)
+}
+
 /// The two fields the poller reads from each event.
 #[derive(Deserialize)]
 struct Head<'a> {
@@ -294,20 +316,13 @@ impl JumpCloud {
             let mut records = Vec::with_capacity(events.len());
             let mut duplicates = 0;
             for raw in &events {
-                let head: Head<'_> = serde_json::from_str(raw.get()).unwrap_or(Head {
-                    id: None,
-                    timestamp: None,
-                });
-                let at = head
-                    .timestamp
-                    .as_deref()
-                    .and_then(|t| rfc3339_ns(t).map(|ns| (t, ns)));
-                if wm.seen(at.map(|a| a.1), head.id.as_deref()) {
+                let (id, at) = event_head(raw.get());
+                if wm.seen(at.as_ref().map(|a| a.1), id.as_deref()) {
                     duplicates += 1;
                     continue;
                 }
-                if let Some((text, ns)) = at {
-                    wm.advance(text, ns, head.id.as_deref());
+                if let Some((text, ns)) = &at {
+                    wm.advance(text, *ns, id.as_deref());
                 }
                 records.push(raw.get().as_bytes().to_vec());
             }
@@ -406,7 +421,7 @@ impl JumpCloud {
         let mut backoff = Backoff::new();
         loop {
             let resp = ctx.send_until_ok(stats, &req, &mut backoff).await?;
-            match serde_json::from_slice::<Vec<Box<RawValue>>>(&resp.body) {
+            match parse_page(&resp.body) {
                 Ok(events) => {
                     ctx.metrics.poll_request(&ctx.name, "ok");
                     return Ok((resp, events));

@@ -191,6 +191,65 @@ struct EntityHead {
 /// One page: its elements (verbatim) and the next cursor.
 type Page = (Vec<Vec<u8>>, Option<String>);
 
+/// What a `queryV1` answer says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A page: its elements (verbatim), the next cursor (`None`: the end),
+    /// and a deferred-response URL to fetch the page from, if given.
+    Page(Vec<Vec<u8>>, Option<String>, Option<String>),
+    /// GraphQL errors; `rate_limited` when they say so.
+    Errors {
+        /// The messages, joined.
+        text: String,
+        /// They report rate limiting (429).
+        rate_limited: bool,
+    },
+}
+
+/// Reads a 200's body (no I/O; fuzzed).
+///
+/// # Errors
+///
+/// Why the body is not a usable answer (retried by the caller).
+pub fn parse_answer(body: &[u8]) -> Result<Answer, String> {
+    let gql: Gql<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("the answer is not GraphQL JSON ({e}); nothing of it was spooled"))?;
+    if !gql.errors.is_empty() {
+        let text = gql
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let rate_limited = text.contains("429") || text.to_ascii_lowercase().contains("rate limit");
+        return Ok(Answer::Errors { text, rate_limited });
+    }
+    let Some(result) = gql.data.and_then(|d| d.query_v1) else {
+        return Err("the answer has no data.queryV1".into());
+    };
+    let data = result.data.unwrap_or_default();
+    Ok(Answer::Page(
+        data.iter().map(|r| r.get().as_bytes().to_vec()).collect(),
+        result.cursor,
+        result.url,
+    ))
+}
+
+/// An element's entity id and `_beginOn` (text of epoch ms, ns), as the
+/// cursor needs them (no I/O; fuzzed).
+pub fn element_head(raw: &[u8]) -> (Option<String>, Option<(String, i128)>) {
+    let head: Option<Head> = serde_json::from_slice(raw).ok();
+    let entity = head.as_ref().and_then(|h| h.entity.as_ref());
+    let id = head
+        .as_ref()
+        .and_then(|h| h.id.clone())
+        .or_else(|| entity.and_then(|e| e.id.clone()));
+    let begin = entity
+        .and_then(|e| e.begin_on.as_ref())
+        .and_then(begin_on_ns);
+    (id, begin)
+}
+
 impl JupiterOne {
     /// Builds the poller.
     ///
@@ -257,15 +316,7 @@ impl JupiterOne {
             let mut duplicates = 0;
             let mut added = Vec::new();
             for raw in &elements {
-                let head: Option<Head> = serde_json::from_slice(raw).ok();
-                let entity = head.as_ref().and_then(|h| h.entity.as_ref());
-                let id = head
-                    .as_ref()
-                    .and_then(|h| h.id.clone())
-                    .or_else(|| entity.and_then(|e| e.id.clone()));
-                let begin = entity
-                    .and_then(|e| e.begin_on.as_ref())
-                    .and_then(begin_on_ns);
+                let (id, begin) = element_head(raw);
                 let key = id
                     .as_deref()
                     .map(|id| version_key(id, begin.as_ref().map(|b| b.1)));
@@ -353,41 +404,30 @@ impl JupiterOne {
         stats: &mut CycleStats,
         resp: &Response,
     ) -> Result<Result<Page, String>, PollError> {
-        let gql: Gql<'_> = match serde_json::from_slice(&resp.body) {
-            Ok(g) => g,
-            Err(e) => {
+        match parse_answer(&resp.body) {
+            Err(reason) => {
                 ctx.metrics.poll_request(&ctx.name, "invalid_json");
-                return Ok(Err(format!(
-                    "the answer is not GraphQL JSON ({e}); nothing of it was spooled"
-                )));
+                Ok(Err(reason))
             }
-        };
-        if !gql.errors.is_empty() {
-            let messages: Vec<&str> = gql.errors.iter().map(|e| e.message.as_str()).collect();
-            let text = messages.join("; ");
-            ctx.metrics.poll_request(&ctx.name, "graphql_error");
-            // JupiterOne reports rate limiting as a GraphQL error too.
-            if text.contains("429") || text.to_ascii_lowercase().contains("rate limit") {
-                return Ok(Err(format!("rate limited: {text}")));
+            Ok(Answer::Errors { text, rate_limited }) => {
+                ctx.metrics.poll_request(&ctx.name, "graphql_error");
+                // JupiterOne reports rate limiting as a GraphQL error too.
+                if rate_limited {
+                    return Ok(Err(format!("rate limited: {text}")));
+                }
+                Err(PollError::Fatal(format!(
+                    "JupiterOne returned GraphQL errors: {text}"
+                )))
             }
-            return Err(PollError::Fatal(format!(
-                "JupiterOne returned GraphQL errors: {text}"
-            )));
+            Ok(Answer::Page(_, _, Some(url))) if self.cfg.deferred => {
+                ctx.metrics.poll_request(&ctx.name, "ok");
+                self.deferred(ctx, stats, &url).await
+            }
+            Ok(Answer::Page(data, cursor, _)) => {
+                ctx.metrics.poll_request(&ctx.name, "ok");
+                Ok(Ok((data, cursor)))
+            }
         }
-        let Some(result) = gql.data.and_then(|d| d.query_v1) else {
-            ctx.metrics.poll_request(&ctx.name, "invalid_json");
-            return Ok(Err("the answer has no data.queryV1".into()));
-        };
-        if let Some(url) = result.url.filter(|_| self.cfg.deferred) {
-            ctx.metrics.poll_request(&ctx.name, "ok");
-            return self.deferred(ctx, stats, &url).await;
-        }
-        ctx.metrics.poll_request(&ctx.name, "ok");
-        let data = result.data.unwrap_or_default();
-        Ok(Ok((
-            data.iter().map(|r| r.get().as_bytes().to_vec()).collect(),
-            result.cursor,
-        )))
     }
 
     /// Polls a deferred result until COMPLETED or FAILED (5 minutes at most).

@@ -398,10 +398,15 @@ fn stderr_tail(pipe: &MemoryOutputPipe) -> Option<String> {
 }
 
 fn set_deadline(store: &mut Store<HostState>, deadline: Duration) {
+    store.set_epoch_deadline(deadline_ticks(deadline));
+}
+
+/// The epoch deadline for a call of `deadline`: whole ticks, rounded up,
+/// at least one, plus one because the current epoch may be about to tick
+/// (which would shorten the first); a deadline is never cut short.
+fn deadline_ticks(deadline: Duration) -> u64 {
     let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
-    // +1: the current epoch may be about to tick, which would shorten the
-    // first tick; a deadline is never cut short.
-    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1));
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// One configured transform instance, owned by one worker.
@@ -658,8 +663,13 @@ mod tests {
 
     #[test]
     fn deadline_rounds_up_to_ticks() {
-        let ticks = |d: Duration| d.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
-        assert_eq!(ticks(Duration::from_secs(1)), 200);
-        assert_eq!(ticks(Duration::from_millis(1)), 1);
+        // 5 ms ticks: whole ticks rounded up, plus the one that may be
+        // about to end.
+        assert_eq!(deadline_ticks(Duration::from_secs(1)), 201);
+        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
+        assert_eq!(deadline_ticks(Duration::ZERO), 2, "never zero ticks");
+        assert_eq!(deadline_ticks(Duration::MAX), u64::MAX);
     }
 }
