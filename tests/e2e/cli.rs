@@ -47,7 +47,11 @@ fn list_shows_every_builtin_with_its_sha256() {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(line.split_whitespace().nth(1), Some(expected.as_str()), "{name}");
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some(expected.as_str()),
+            "{name}"
+        );
     }
 }
 

@@ -48,6 +48,16 @@ fn ago(secs: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// The timestamp the stub holds for event `id`.
+fn ago_of(state: &stubs::JumpCloud, id: &str) -> String {
+    let all = state.events.lock().unwrap();
+    let e = all.iter().find(|e| e.id == id).unwrap();
+    serde_json::from_str::<Value>(&e.text).unwrap()["timestamp"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// `event.id` → how many times it was delivered.
 fn ids(root: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -290,6 +300,23 @@ async fn jumpcloud_late_events_are_caught_by_the_source_lag() {
     wait_delivered(&out, 5).await;
     assert_once(&out, 5);
     gw.stop();
+    // What makes this work, checked on every request: the window it asked
+    // for ended at least the lag before the request arrived.
+    let reqs = state.requests.lock().unwrap();
+    let arrived = state.arrived_at.lock().unwrap();
+    assert!(
+        reqs.len() >= 2 && reqs.len() == arrived.len(),
+        "{} requests, {} arrivals",
+        reqs.len(),
+        arrived.len()
+    );
+    for ((body, _), at) in reqs.iter().zip(arrived.iter()) {
+        let end = chrono::DateTime::parse_from_rfc3339(body["end_time"].as_str().unwrap()).unwrap();
+        assert!(
+            end <= *at - chrono::Duration::seconds(3),
+            "end_time {end} is not 3 s before the request's arrival at {at}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,6 +335,7 @@ async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
     let out = dir.path().join("out");
     // One start for every run: a changed start would reset the cursor.
     let start = ago(3600);
+    let mut committed: Vec<(i64, Value)> = Vec::new();
     for hang_at in [2, 4] {
         let release = Arc::new(tokio::sync::Notify::new());
         {
@@ -330,8 +358,37 @@ async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
         .await;
         gw.kill9();
         release.notify_waiters();
+        // The pages before the hang were committed, one by one: their
+        // records are in the spool and the cursor is at their last event.
+        let db = rusqlite::Connection::open(dir.path().join("state/spool.db")).unwrap();
+        let spooled: i64 = db
+            .query_row(
+                "SELECT end_seq - cursor_seq FROM logs WHERE sink = 'out'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let cursor: Value = serde_json::from_str(
+            &db.query_row(
+                "SELECT cursor FROM checkpoints WHERE source = 'jc'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        committed.push((spooled, cursor));
     }
+    // Kill 1 came during page 2: page 1 (3 events) is in; the cursor is at
+    // its last event (k02, which shares its second with k03).
+    assert_eq!(committed[0].0, 3, "{committed:?}");
+    assert_eq!(committed[0].1["at"], ago_of(&state, "k02"), "{committed:?}");
+    assert!(
+        committed[1].0 > 3,
+        "more pages committed before kill 2: {committed:?}"
+    );
     assert!(delivered(&out).is_empty());
+    let before = state.event_requests();
     let gw = Gateway::start(
         dir.path(),
         &jc_config(&stub, &start, "limit = 3", FAST_SINK),
@@ -339,6 +396,16 @@ async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
     wait_delivered(&out, 14).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_once(&out, 14);
+    // The first request after the restart resumed at the stored cursor.
+    let first = state.requests.lock().unwrap()[before].0.clone();
+    let at = chrono::DateTime::parse_from_rfc3339(committed[1].1["at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        first["start_time"],
+        at.to_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "{first}"
+    );
+    assert!(first.get("search_after").is_none(), "{first}");
     gw.stop();
 }
 

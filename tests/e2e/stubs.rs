@@ -209,6 +209,8 @@ pub struct JumpCloud {
     pub requests: Mutex<Vec<(Value, Vec<String>)>>,
     /// When each `/events` request arrived.
     pub arrivals: Mutex<Vec<std::time::Instant>>,
+    /// The same, by the wall clock.
+    pub arrived_at: Mutex<Vec<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl JumpCloud {
@@ -374,6 +376,7 @@ pub async fn jumpcloud(dir: &Path, state: Arc<JumpCloud>) -> Stub {
                     .lock()
                     .unwrap()
                     .push(std::time::Instant::now());
+                state.arrived_at.lock().unwrap().push(chrono::Utc::now());
                 let orgs = headers
                     .get_all("x-org-id")
                     .iter()
