@@ -580,10 +580,15 @@ async fn jupiterone_deferred_rate_limits_and_graphql_errors() {
         .lock()
         .unwrap()
         .extend((0..5).map(|i| j1_entity(&format!("d{i}"), "Alert", now_ms - 5000 + i, 2, false)));
+    // A 429 asking for 3 s (longer than the first backoff), a rate limit
+    // reported as a GraphQL error, and one deferred query that FAILS.
     state.faults.lock().unwrap().extend([
-        Fault::Status(429, None, vec![("ratelimit-reset".into(), "1".into())]),
+        Fault::Status(429, None, vec![("ratelimit-reset".into(), "3".into())]),
         Fault::GraphqlError("429 Too Many Requests".into()),
     ]);
+    state
+        .fail_deferred
+        .store(1, std::sync::atomic::Ordering::SeqCst);
     let stub = stubs::jupiterone(dir.path(), state.clone()).await;
     let gw = Gateway::start(
         dir.path(),
@@ -592,18 +597,58 @@ async fn jupiterone_deferred_rate_limits_and_graphql_errors() {
     let out = dir.path().join("out");
     wait_delivered(&out, 5).await;
     assert_once(&out, 5);
+    let at = state.arrivals.lock().unwrap().clone();
     assert!(
+        at[1] - at[0] >= Duration::from_secs(3),
+        "RateLimit-Reset: 3 honoured: {:?}",
+        at[1] - at[0]
+    );
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(1600),
+        "the backoff grew after the GraphQL rate limit: {:?}",
+        at[2] - at[1]
+    );
+    {
+        let deferred = state.deferred.lock().unwrap();
+        // Pages of 1, 2, 2, and the failed one asked again.
+        assert!(deferred.len() >= 4, "{} deferred results", deferred.len());
+        assert!(
+            deferred.iter().all(|(polls, _)| *polls >= 2),
+            "each deferred result was polled until it ended"
+        );
+    }
+    assert_eq!(
         state
-            .deferred
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|(polls, _)| *polls >= 2),
-        "each deferred result was polled until COMPLETED"
+            .failed_deferred
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the FAILED path was taken, and its page asked again"
+    );
+    let log = gw.stderr();
+    assert!(
+        log.contains("deferred query FAILED") && log.contains("stub: query timed out"),
+        "{log}"
     );
     assert_eq!(
         state.requests.lock().unwrap()[2]["deferredResponse"],
         "FORCE"
+    );
+    let m = gw.metrics().await;
+    for (outcome, n) in [("429", 1.0), ("graphql_error", 1.0)] {
+        assert_eq!(
+            crate::gw::metric_value(
+                &m,
+                &format!("sluice_poller_requests_total{{outcome=\"{outcome}\",source=\"j1\"}}")
+            ),
+            n,
+            "{outcome}: {m}"
+        );
+    }
+    assert!(
+        crate::gw::metric_value(
+            &m,
+            "sluice_poller_requests_total{outcome=\"ok\",source=\"j1\"}"
+        ) >= 4.0
     );
     // A query error is not retried forever: the poller stops and says why.
     state.faults.lock().unwrap().push_back(Fault::GraphqlError(

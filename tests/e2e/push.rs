@@ -215,7 +215,10 @@ async fn each_auth_kind_right_and_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_bodies_keep_nothing() {
-    let (dir, gw) = start(&push_config(BEARER, "", ""));
+    let (dir, gw) = start(&push_config(BEARER, "", "").replace(
+        "max_records = 50",
+        "max_records = 50\nmax_decoded_bytes = 65536",
+    ));
     let c = gw.client();
     let r = c
         .push(
@@ -235,9 +238,22 @@ async fn oversized_and_malformed_bodies_keep_nothing() {
     let r = c.push("s", &[AUTH], big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
     // A small gzip body that inflates past the decoded limit is refused too.
+    let bomb = gzip(format!("[{}1]", "1,".repeat(100_000)).as_bytes());
+    assert!(bomb.len() < 4096, "{} bytes as sent", bomb.len());
+    let r = c
+        .push("s", &[AUTH, ("content-encoding", "gzip")], bomb)
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(
+        r.body.contains("decompressed body exceeds 65536"),
+        "{}",
+        r.body
+    );
     let too_many: String = (0..51).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     let r = c.push("s", &[AUTH], too_many).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    let r = c.push("s", &[AUTH, ("content-encoding", "br")], "{}").await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.body);
     let r = c
         .push(
             "s",
@@ -261,17 +277,21 @@ async fn oversized_and_malformed_bodies_keep_nothing() {
             &m,
             "sluice_source_rejected_requests_total{reason=\"malformed\",source=\"s\"}"
         ),
-        2.0,
+        3.0,
         "{m}"
     );
-    assert_eq!(
-        metric_value(
-            &m,
-            "sluice_source_rejected_requests_total{reason=\"too_large\",source=\"s\"}"
-        ),
-        1.0,
-        "{m}"
-    );
+    for (reason, n) in [("too_large", 2.0), ("too_many_records", 1.0)] {
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!(
+                    "sluice_source_rejected_requests_total{{reason=\"{reason}\",source=\"s\"}}"
+                )
+            ),
+            n,
+            "{reason}: {m}"
+        );
+    }
     gw.stop();
 }
 

@@ -419,6 +419,13 @@ pub struct JupiterOne {
     /// pages read that snapshot, so an entity added during a run (or made
     /// visible late) shows only in a later run, as with JupiterOne.
     pub runs: Mutex<Vec<Vec<Value>>>,
+    /// When each GraphQL request arrived.
+    pub arrivals: Mutex<Vec<std::time::Instant>>,
+    /// How many of the next deferred results end `FAILED` instead of
+    /// `COMPLETED`.
+    pub fail_deferred: std::sync::atomic::AtomicUsize,
+    /// Deferred results that ended `FAILED`.
+    pub failed_deferred: std::sync::atomic::AtomicUsize,
 }
 
 impl JupiterOne {
@@ -585,6 +592,21 @@ impl JupiterOne {
                 &[],
             );
         }
+        use std::sync::atomic::Ordering;
+        if *polls == 2
+            && self
+                .fail_deferred
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.failed_deferred.fetch_add(1, Ordering::SeqCst);
+            return reply(
+                200,
+                json!({"status": "FAILED", "error": "stub: query timed out", "correlationId": "c"})
+                    .to_string(),
+                &[],
+            );
+        }
         reply(200, json!({"status": "COMPLETED", "data": result["data"], "cursor": result["cursor"], "totalCount": 0}).to_string(), &[])
     }
 }
@@ -606,6 +628,11 @@ pub async fn jupiterone(dir: &Path, state: Arc<JupiterOne>) -> Stub {
             let vars = serde_json::from_slice::<Value>(&body)
                 .map(|v| v["variables"].clone())
                 .unwrap_or(Value::Null);
+            state
+                .arrivals
+                .lock()
+                .unwrap()
+                .push(std::time::Instant::now());
             state.requests.lock().unwrap().push(vars);
             if let Some(r) = take_fault(&state.faults).await {
                 return r;
