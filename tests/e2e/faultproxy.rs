@@ -35,6 +35,14 @@ pub enum Fault {
     DropAnswer,
     /// Never forwarded, never answered: the request hangs.
     Hang,
+    /// Not forwarded: answered with this status (an S3 error document),
+    /// for the first `times` matching requests.
+    Fail {
+        /// The status.
+        status: u16,
+        /// How many matching requests fail.
+        times: usize,
+    },
 }
 
 /// A request the proxy forwarded: method, path and query, and radosgw's
@@ -63,6 +71,7 @@ struct State {
     rule: Rule,
     fault: Fault,
     armed: AtomicBool,
+    failed: std::sync::atomic::AtomicUsize,
     refuse_for: Duration,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Turned true while connections are refused: open ones are closed.
@@ -133,6 +142,7 @@ impl FaultProxy {
             rule,
             fault,
             armed: AtomicBool::new(true),
+            failed: std::sync::atomic::AtomicUsize::new(0),
             refuse_for,
             seen: seen.clone(),
             refusing,
@@ -235,6 +245,24 @@ async fn forward(
         .uri
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
+    if let Fault::Fail { status, times } = state.fault
+        && (state.rule)(&parts.method, &target)
+        && state.failed.fetch_add(1, Ordering::SeqCst) < times
+    {
+        state.seen.lock().unwrap().push(Seen {
+            method: parts.method.to_string(),
+            target: target.clone(),
+            status,
+            dropped: false,
+        });
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>\
+                   <Message>fault proxy: failed on purpose</Message></Error>";
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/xml")
+            .body(Full::new(Bytes::from_static(xml.as_bytes())))
+            .unwrap());
+    }
     if state.fault == Fault::Hang && (state.rule)(&parts.method, &target) {
         state.seen.lock().unwrap().push(Seen {
             method: parts.method.to_string(),

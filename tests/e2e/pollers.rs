@@ -500,21 +500,31 @@ async fn jupiterone_cdc_to_j1ds_layout() {
         assert_eq!(doc["eventType"], "entity");
         assert_eq!(doc["labels"][0], "Entity");
     }
-    let ops: Vec<String> = lines
+    // Which entity got which operation: `_version` 1 is a create, a later
+    // version an update, `_deleted` a delete (j4 is deleted at version 1).
+    let ops: BTreeMap<String, String> = lines
         .iter()
         .map(|(_, l)| {
-            serde_json::from_str::<Value>(l).unwrap()["operation"]
-                .as_str()
-                .unwrap()
-                .to_string()
+            let doc = serde_json::from_str::<Value>(l).unwrap();
+            (
+                doc["properties"]["_id"].as_str().unwrap().to_string(),
+                doc["operation"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
-    assert!(
-        ops.contains(&"d".to_string())
-            && ops.contains(&"c".to_string())
-            && ops.contains(&"u".to_string()),
-        "{ops:?}"
-    );
+    let expected: BTreeMap<String, String> = [
+        ("j0", "c"),
+        ("j1", "u"),
+        ("j2", "c"),
+        ("j3", "u"),
+        ("j4", "d"),
+        ("j5", "u"),
+        ("j6", "c"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(ops, expected);
     {
         let reqs = state.requests.lock().unwrap();
         assert_eq!(reqs[0]["includeDeleted"], true);

@@ -1193,3 +1193,64 @@ async fn a_stuck_upload_at_shutdown_is_left_recorded_and_delivered_at_the_next_s
     );
     gw.stop();
 }
+
+/// A part that keeps failing (500, past the SDK's own retries): the
+/// multipart upload is aborted, so no upload is left open, and the object
+/// is uploaded again later, once, under the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_aborts_the_multipart_upload_and_the_object_lands_once() {
+    let Lake {
+        _rgw,
+        env,
+        admin,
+        bucket,
+        dir,
+    } = lake().await;
+    let proxy = FaultProxy::start_with(
+        dir.path(),
+        env.get("SLUICE_TEST_S3_ENDPOINT"),
+        env.get("SLUICE_TEST_S3_CA"),
+        Box::new(|m, target| m == hyper::Method::PUT && target.contains("partNumber=")),
+        crate::faultproxy::Fault::Fail {
+            status: 500,
+            times: 3,
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let sink = via_proxy(
+        env,
+        &bucket,
+        &proxy,
+        "multipart_threshold_bytes = 1048576\npart_size_bytes = 5242880",
+    );
+    let gw = start(dir.path(), &push_to(&sink, ""));
+    let body: String = (0..2000)
+        .map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "y".repeat(1000)))
+        .collect();
+    let r = gw.client().push("s", &[], body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    crate::spool::wait_drained(&gw, "lake").await;
+    let data = settled_lines(&admin, &bucket, 2000).await;
+    assert_eq!(data.len(), 1, "{:?}", data.keys());
+    assert_eq!(data.values().next().unwrap().len(), 2000);
+    let seen = proxy.seen();
+    let failed = seen.iter().filter(|s| s.status == 500).count();
+    assert_eq!(
+        failed, 3,
+        "the SDK retried the part, then gave up: {seen:?}"
+    );
+    let aborts: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method == "DELETE" && s.target.contains("uploadId="))
+        .collect();
+    assert_eq!(aborts.len(), 1, "the failed upload was aborted: {seen:?}");
+    let uploads = admin
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "no upload left open");
+    gw.stop();
+}
