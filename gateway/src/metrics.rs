@@ -439,6 +439,36 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Creates a configured sink's series at zero, so they are scraped (and
+    /// alerts on them work) before anything happens to it.
+    pub fn declare_sink(&self, sink: &str) {
+        for c in [
+            &self.sink_objects,
+            &self.sink_records,
+            &self.sink_bytes,
+            &self.sink_retries,
+            &self.spool_corrupt,
+        ] {
+            c.with_label_values(&[sink]);
+        }
+        self.sink_stopped.with_label_values(&[sink]).set(0);
+        self.spool_depth(sink, 0, 0, 0.0);
+    }
+
+    /// Creates a configured source's series at zero (see
+    /// [`Metrics::declare_sink`]).
+    pub fn declare_source(&self, source: &str, poller: bool) {
+        if poller {
+            self.poller_stopped.with_label_values(&[source]).set(0);
+            for stage in ["received", "duplicate", "spooled"] {
+                self.poller_events.with_label_values(&[source, stage]);
+            }
+        } else {
+            self.source_records.with_label_values(&[source]);
+            self.source_bytes.with_label_values(&[source]);
+        }
+    }
+
     /// A sink's backlog, as a scrape reads it.
     pub fn spool_depth(&self, sink: &str, records: u64, bytes: u64, oldest_age_secs: f64) {
         self.spool_records

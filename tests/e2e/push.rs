@@ -478,32 +478,7 @@ async fn http2_push_and_promtool_accepts_the_metrics() {
     ] {
         assert!(scrape.contains(family), "{family} missing:\n{scrape}");
     }
-    let promtool = crate::support::promtool();
-    let mut child = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} (scripts/setup.sh installs it): {e}",
-                promtool.display()
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::promtool_check(&scrape);
     gw.stop();
 }
 

@@ -335,7 +335,7 @@ async fn a_torn_tail_is_cut_silently() {
     assert_eq!(
         gw.metric_opt("sluice_spool_corrupt_frames_total{sink=\"out\"}")
             .await,
-        None,
+        Some(0.0),
         "a torn tail is not damage"
     );
     let log = gw.stop();
@@ -638,7 +638,7 @@ async fn a_csv_column_change_on_a_full_disk_keeps_the_sink_alive() {
     );
     assert_eq!(
         gw.metric_opt("sluice_sink_stopped{sink=\"out\"}").await,
-        None
+        Some(0.0)
     );
     let st = std::process::Command::new("mount")
         .args(["-o", "remount,nr_inodes=1000"])

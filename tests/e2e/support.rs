@@ -119,3 +119,35 @@ pub fn promtool() -> PathBuf {
         PathBuf::from("promtool")
     }
 }
+
+/// Runs `promtool check metrics` on a scrape; fails the test with what it
+/// said unless it passes.
+#[allow(dead_code, reason = "the benchmarks include this file too")]
+pub fn promtool_check(scrape: &str) {
+    let promtool = promtool();
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (scripts/setup.sh installs it): {e}",
+                promtool.display()
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

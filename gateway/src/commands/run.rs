@@ -179,6 +179,12 @@ impl Core {
         let secrets = config.resolve_secrets()?;
         let state_dir = config.state_dir();
         let metrics = Metrics::new();
+        for name in config.sinks.keys() {
+            metrics.declare_sink(name);
+        }
+        for (name, s) in &config.sources {
+            metrics.declare_source(name, !matches!(s, SourceConfig::Push(_)));
+        }
         let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
         let spool = Spool::open(
             &state_dir,
