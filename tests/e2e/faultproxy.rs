@@ -53,6 +53,8 @@ pub struct Seen {
     pub target: String,
     pub status: u16,
     pub dropped: bool,
+    /// The request's `x-amz-server-side-encryption` header.
+    pub sse: Option<String>,
 }
 
 /// The running proxy.
@@ -254,6 +256,7 @@ async fn forward(
             target: target.clone(),
             status,
             dropped: false,
+            sse: sse_of(&parts.headers),
         });
         let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>\
                    <Message>fault proxy: failed on purpose</Message></Error>";
@@ -269,6 +272,7 @@ async fn forward(
             target: target.clone(),
             status: 0,
             dropped: true,
+            sse: sse_of(&parts.headers),
         });
         std::future::pending::<()>().await;
     }
@@ -302,6 +306,7 @@ async fn forward(
         target: target.clone(),
         status: rparts.status.as_u16(),
         dropped: drop_it,
+        sse: sse_of(&parts.headers),
     });
     if drop_it {
         // radosgw has applied the request; its answer goes nowhere, and the
@@ -380,4 +385,11 @@ impl Drop for BlackHole {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+fn sse_of(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get("x-amz-server-side-encryption")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
