@@ -13,6 +13,9 @@ fn main() {
     let watch = [
         root.join("wit"),
         root.join("guest-sdk"),
+        // Workspace dependencies' features (serde_json's, say) change the
+        // guests' code without changing the lock.
+        root.join("Cargo.toml"),
         root.join("Cargo.lock"),
     ];
     let built = sluice_guest_build::build(&root, &transforms, &watch);
