@@ -277,6 +277,34 @@ pub struct Client {
     tls_h2: tokio_rustls::TlsConnector,
 }
 
+/// An open HTTP/2 connection.
+pub struct H2Conn {
+    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2Conn {
+    /// POSTs on this connection (a new stream each time).
+    pub async fn push(
+        &mut self,
+        source: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (hyper::Version, Reply) {
+        let mut req = Request::post(format!("https://localhost/v1/push/{source}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send.ready().await.unwrap();
+        let resp = self
+            .send
+            .send_request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let version = resp.version();
+        (version, read(resp).await)
+    }
+}
+
 /// An open HTTP/1.1 keep-alive connection.
 pub struct Conn {
     send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -346,6 +374,22 @@ impl Client {
         body: impl Into<Bytes>,
     ) -> Reply {
         self.connect().await.push(source, headers, body).await
+    }
+
+    /// An HTTP/2 connection, for several requests on it.
+    pub async fn h2_conn(&self) -> H2Conn {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let tls = self
+            .tls_h2
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        H2Conn { send }
     }
 
     /// One request over HTTP/2.

@@ -178,10 +178,49 @@ async fn each_auth_kind_right_and_wrong() {
         c.push("s", &[("authorization", &good)], "{}").await.status,
         StatusCode::OK
     );
+    let r = c.push("s", &[("authorization", &bad)], "{}").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        c.push("s", &[("authorization", &bad)], "{}").await.status,
-        StatusCode::UNAUTHORIZED
+        r.headers["www-authenticate"], "Basic realm=\"sluice\"",
+        "the challenge a Basic client expects"
     );
+    gw.stop();
+
+    // HMAC on the default header, as bare hex, over a gzip body as sent.
+    let (d, gw) = start(&push_config(r#"{ type = "hmac", key = "k3y" }"#, "", ""));
+    let c = gw.client();
+    let zipped = gzip(b"{\"zipped\":true}");
+    let sign = |bytes: &[u8]| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"k3y").unwrap();
+        mac.update(bytes);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let r = c
+        .push(
+            "s",
+            &[
+                ("x-sluice-signature", &sign(&zipped)),
+                ("content-encoding", "gzip"),
+            ],
+            zipped.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Signed over the decompressed body instead: refused.
+    let r = c
+        .push(
+            "s",
+            &[
+                ("x-sluice-signature", &sign(b"{\"zipped\":true}")),
+                ("content-encoding", "gzip"),
+            ],
+            zipped,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let lines = wait_delivered(&d.path().join("out"), 1).await;
+    assert_eq!(lines[0].1, "{\"zipped\":true}");
     gw.stop();
 
     // HMAC of the body as sent.
@@ -678,5 +717,111 @@ path = "out"
     let r = c.push("s", &[], "{\"after\":1}").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     eprintln!("bombs: {statuses:?}, peak RSS {} MiB", peak_kib / 1024);
+    gw.stop();
+}
+
+/// A body past `max_body_bytes` sent without `Content-Length` (chunked) is
+/// refused while it is read; headers that never end are cut off at
+/// `header_timeout_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_past_the_limit_and_headers_that_never_end() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = push_config(BEARER, "", "").replace(
+        "tls = { self_signed = true }\n",
+        "tls = { self_signed = true }\nheader_timeout_secs = 2\n",
+    );
+    let (_dir, gw) = start(&cfg);
+    let c = gw.client();
+    let mut s = c.tls_stream(false).await;
+    s.write_all(
+        b"POST /v1/push/s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret-token\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 1000, "x".repeat(1000));
+    let mut answer = String::new();
+    for _ in 0..6 {
+        if s.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut buf = vec![0u8; 4096];
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("4096 bytes"), "{answer}");
+    // Headers begun and never finished: the connection is closed.
+    let mut slow = c.tls_stream(false).await;
+    slow.write_all(b"POST /v1/push/s HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection was closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500)
+            && started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.stop();
+}
+
+/// A listener with a PEM certificate and key from files; several HTTP/2
+/// requests on one connection; backpressure on bytes with a high-water
+/// mark below 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pem_listener_http2_streams_and_backpressure_on_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+    // The sink cannot write, so records stay; 2 KiB of budget, 50 % high water.
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/s"), "in the way").unwrap();
+    let cfg = push_config(r#"{ type = "none" }"#, "", "").replace(
+        "tls = { self_signed = true }",
+        "tls = { cert = \"cert.pem\", key = \"key.pem\" }",
+    ) + "\n[spool]\nmax_bytes = 2048\nhigh_water = 0.5\n";
+    let gw = Gateway::start(dir.path(), &cfg);
+    assert_eq!(
+        gw.cert,
+        dir.path().join("cert.pem"),
+        "the listener serves the file's certificate"
+    );
+    let c = crate::gw::Client::new(gw.push, &dir.path().join("cert.pem"));
+    let mut h2 = c.h2_conn().await;
+    let mut versions = Vec::new();
+    let mut refused = None;
+    for i in 0..40 {
+        let (version, r) = h2
+            .push(
+                "s",
+                &[],
+                format!("{{\"i\":{i},\"pad\":\"{}\"}}", "p".repeat(100)),
+            )
+            .await;
+        versions.push(version);
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert!(versions.len() > 3 && versions.iter().all(|v| *v == hyper::Version::HTTP_2));
+    let r = refused.expect("refused once half the byte budget is used");
+    assert!(r.body.contains("bytes spooled (budget 2048)"), "{}", r.body);
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(
+        gw.metric("sluice_source_rejected_requests_total{reason=\"backpressure\",source=\"s\"}")
+            .await,
+        1.0
+    );
+    let bytes = gw.metric("sluice_spool_bytes{sink=\"out\"}").await;
+    assert!((1024.0..=2048.0).contains(&bytes), "{bytes}");
     gw.stop();
 }
