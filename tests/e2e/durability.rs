@@ -271,3 +271,56 @@ fn an_admin_api_with_a_token_is_never_served_in_clear_off_loopback() {
     let metrics_only = exposed.replace("\ntoken = \"t0ken-0123456789abcdef\"", "");
     assert_eq!(check(&metrics_only).code, 0);
 }
+
+/// SIGTERM while a request is still arriving: `/readyz` answers 503 at
+/// once, the request in flight is finished and answered 200, and its
+/// records are delivered before sluice exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_and_readyz_says_not_ready() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &cfg(3600.0, ""));
+    let body = "{\"i\":1}\n{\"i\":2}\n";
+    let mut s = gw.client().tls_stream(false).await;
+    s.write_all(
+        format!(
+            "POST /v1/push/s HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{{",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let pid = gw.pid();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut not_ready = false;
+    for _ in 0..50 {
+        let (status, body) = gw.admin_get("/readyz").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(body.contains("not ready"), "{body}");
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(not_ready, "/readyz said 503 during shutdown");
+    // The rest of the body arrives after SIGTERM; the request is finished.
+    s.write_all(&body.as_bytes()[1..]).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let log = gw.stop();
+    assert!(log.contains("undelivered=0"), "{log}");
+    assert_eq!(
+        delivered(&dir.path().join("out")).len(),
+        2,
+        "delivered before exit"
+    );
+}

@@ -99,6 +99,8 @@ pub(crate) struct Core {
     pub(crate) store: Arc<crate::store::Store>,
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Tells the sinks to finish (after everything that feeds them).
+    sinks_stop: watch::Sender<bool>,
     /// Makes pollers and their contexts (for `run` and backfills).
     pub(crate) pollers: Pollers,
     sink_threads: Vec<std::thread::JoinHandle<()>>,
@@ -252,6 +254,10 @@ impl Core {
                 .push(Arc::new(built));
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
+        // Sinks stop last, after the listeners and pollers have finished
+        // what they had in flight (see `stop`), so those records are
+        // delivered before sluice exits.
+        let (sinks_stop, sinks_stopping) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
         let mut sink_threads = Vec::new();
         for (name, s) in &config.sinks {
@@ -271,7 +277,7 @@ impl Core {
                 spool.clone(),
                 metrics.clone(),
                 handle.clone(),
-                shutdown.clone(),
+                sinks_stopping.clone(),
             );
             let sink_name: Arc<str> = name.as_str().into();
             let thread = match s {
@@ -392,6 +398,7 @@ impl Core {
             store,
             shutdown_tx,
             shutdown,
+            sinks_stop,
             sink_threads,
         })
     }
@@ -400,6 +407,7 @@ impl Core {
     /// spool. Returns the records left undelivered.
     pub(crate) async fn stop(self) -> u64 {
         let _ = self.shutdown_tx.send(true);
+        let _ = self.sinks_stop.send(true);
         let threads = self.sink_threads;
         // Blocking joins run off the reactor.
         let _ = tokio::task::spawn_blocking(move || {
@@ -552,6 +560,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         None => format!("admin http://{admin_address}"),
     });
     let st = admin_state.clone();
+    // The admin listener stays up until everything else has stopped, so
+    // `/readyz` answers 503 (rather than refusing connections) while
+    // requests drain and sinks finish, and `/metrics` can be read.
+    let (admin_stop, admin_shutdown) = watch::channel(false);
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         admin_tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config)),
@@ -561,7 +573,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             idle_timeout: Duration::from_secs(60),
         },
         move |req| admin::handle(st.clone(), req),
-        shutdown.clone(),
+        admin_shutdown,
     ));
 
     // `sluice backfill` beside this gateway finds the admin API here
@@ -592,6 +604,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         let _ = s.await;
     }
     let undelivered = core.stop().await;
+    let _ = admin_stop.send(true);
     let _ = admin_task.await;
     tracing::info!(
         undelivered,
