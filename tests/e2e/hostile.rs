@@ -115,6 +115,90 @@ mod hostile {
         );
     }
 
+    /// Each probe's answer, by what it probed.
+    fn probes(input: &str) -> (crate::support::Run, Vec<serde_json::Value>) {
+        let run = hostile("probe", &["--batch", "1"], input);
+        let answers = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (run, answers)
+    }
+
+    #[test]
+    fn no_filesystem_environment_network_or_clock_inside_the_sandbox() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_nonblocking(true).unwrap();
+        let input = format!(
+            "fs\nenv\ntcp:{}\nudp:{}\ndns:localhost\nclock\n",
+            tcp.local_addr().unwrap(),
+            udp.local_addr().unwrap()
+        );
+        // The host has an environment; the guest must not see it.
+        assert!(std::env::vars_os().count() > 0);
+        let (run, answers) = probes(&input);
+        assert_eq!((run.code, answers.len()), (0, 6), "{}", run.stderr);
+        let [fs, env, tcp_probe, udp_probe, dns, clock] = &answers[..] else {
+            unreachable!()
+        };
+        for what in ["read", "list", "create"] {
+            assert_eq!(fs[what]["ok"], false, "filesystem {what}: {fs}");
+        }
+        assert_eq!(
+            (&env["vars"], &env["args"]),
+            (&0.into(), &0.into()),
+            "{env}"
+        );
+        for socket in [tcp_probe, udp_probe] {
+            assert_eq!(socket["ok"], false, "{socket}");
+            let error = socket["error"].as_str().unwrap_or_default();
+            assert!(error.starts_with("Permission denied"), "{socket}");
+        }
+        assert_eq!(dns["ok"], false, "{dns}");
+        assert_eq!(
+            (&clock["wall_ns"], &clock["elapsed_ns"]),
+            (&0.into(), &0.into()),
+            "both clocks read zero: {clock}"
+        );
+        // And from outside: nothing reached our sockets.
+        assert_eq!(
+            tcp.accept().map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "no connection arrived"
+        );
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            udp.recv_from(&mut buf).map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "no datagram arrived"
+        );
+        assert!(
+            !std::path::Path::new("sluice-probe").exists(),
+            "no file was created in the working directory"
+        );
+    }
+
+    #[test]
+    fn a_guest_that_floods_stderr_keeps_its_panic_message_and_writing_never_fails() {
+        let (run, _) = probes("flood\n");
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let msg = run.error_lines()[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // 64 lines of 1 KiB went before the panic; the host keeps a bounded
+        // tail, so the panic message, written last, is what is attached.
+        assert!(
+            msg.contains("hostile guest: flooded stderr, 65536 bytes accepted"),
+            "{msg}"
+        );
+        assert!(!msg.contains("0062"), "only the tail is attached: {msg}");
+        assert!(msg.len() < 2048, "{} bytes: {msg}", msg.len());
+    }
+
     #[test]
     fn well_behaved_records_pass() {
         let run = hostile("trap", &[], "a\nb\n");

@@ -17,6 +17,7 @@
 
 mod cache;
 mod error;
+mod stderr;
 
 pub use error::{TrapCause, WasmError};
 
@@ -24,11 +25,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use stderr::StderrTail;
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxView, WasiView,
 };
@@ -288,7 +289,7 @@ impl TransformComponent {
     /// pool slot is taken.
     pub fn instantiate(&self, config: &[(String, String)]) -> Result<TransformInstance, WasmError> {
         let limits = &self.host.inner.config;
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let stderr = StderrTail::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder()
             .stderr(stderr.clone())
             .wall_clock(FrozenClock)
@@ -340,7 +341,7 @@ impl TransformComponent {
     fn classify(
         &self,
         store: &Store<HostState>,
-        stderr: &MemoryOutputPipe,
+        stderr: &StderrTail,
         e: wasmtime::Error,
     ) -> WasmError {
         let limits = &self.host.inner.config;
@@ -378,12 +379,12 @@ impl TransformComponent {
     }
 }
 
-/// What the guest wrote to stderr is kept up to this many bytes (a panic
-/// message fits easily); beyond it, writes fail inside the guest.
+/// The last this many bytes the guest wrote to stderr are kept (a panic
+/// message fits easily); older bytes are dropped, writes never fail.
 const STDERR_CAPTURE: usize = 16 << 10;
 
 /// The last line(s) of the guest's stderr, for an error message.
-fn stderr_tail(pipe: &MemoryOutputPipe) -> Option<String> {
+fn stderr_tail(pipe: &StderrTail) -> Option<String> {
     let bytes = pipe.contents();
     let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
@@ -415,7 +416,7 @@ pub struct TransformInstance {
     store: Store<HostState>,
     world: bindings::TransformWorld,
     handle: ResourceAny,
-    stderr: MemoryOutputPipe,
+    stderr: StderrTail,
 }
 
 impl std::fmt::Debug for TransformInstance {
