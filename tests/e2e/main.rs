@@ -10,6 +10,7 @@ mod durability;
 mod faultproxy;
 mod gw;
 mod hostile;
+mod local;
 mod metrics;
 mod pollers;
 mod push;
