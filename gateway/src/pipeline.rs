@@ -404,6 +404,11 @@ impl Pipeline {
                         }
                     }
                 }
+                if counts.passed > 0 {
+                    // A passed record keeps its place among the others
+                    // (stable: several outputs of one record stay in order).
+                    next.sort_by_key(|item| item.origin);
+                }
                 counts.output = next.len() - counts.passed;
                 self.metrics.transform_batch(
                     &self.name,
@@ -441,26 +446,28 @@ impl Pipeline {
         doc.insert("transform".into(), transform.into());
         doc.insert("error".into(), error.into());
         doc.insert("received_at_ms".into(), received_at_ms.into());
-        // The original bytes, verbatim: as a string when they are UTF-8
-        // (almost always), else base64, so binary input is not mangled.
-        match std::str::from_utf8(original) {
-            Ok(s) => doc.insert("original".into(), s.into()),
-            Err(_) => {
-                use base64::Engine;
-                doc.insert(
-                    "original_base64".into(),
-                    base64::engine::general_purpose::STANDARD
-                        .encode(original)
-                        .into(),
-                )
-            }
-        };
+        let (key, value) = original_field(original);
+        doc.insert(key.into(), value);
         NewRow {
             sink: self.dead_letter_sink.clone(),
             route: DEAD_LETTER_ROUTE.into(),
             source: self.source.clone(),
             received_at_ms,
             data: serde_json::Value::Object(doc).to_string().into_bytes(),
+        }
+    }
+}
+
+/// The original bytes of a dead letter, verbatim: `original` as a string
+/// when they are UTF-8, else `original_base64`, so binary input is not
+/// mangled. (Every source checks UTF-8 today, so this is a safeguard.)
+fn original_field(original: &[u8]) -> (&'static str, serde_json::Value) {
+    match std::str::from_utf8(original) {
+        Ok(s) => ("original", s.into()),
+        Err(_) => {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(original);
+            ("original_base64", encoded.into())
         }
     }
 }
@@ -694,5 +701,24 @@ fn run_step(
                     .map(|pair| (back(pair), message.clone())),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::original_field;
+
+    #[test]
+    fn a_dead_letter_keeps_bytes_that_are_not_utf8_as_base64() {
+        assert_eq!(
+            original_field(b"{\"a\":1}"),
+            ("original", "{\"a\":1}".into())
+        );
+        // 0xff 0x00 0x41 in base64, computed by hand: 11111111 00000000
+        // 01000001 -> 111111 110000 000001 000001 -> "/wBB".
+        assert_eq!(
+            original_field(b"\xff\x00A"),
+            ("original_base64", "/wBB".into())
+        );
     }
 }

@@ -12,6 +12,7 @@ mod gw;
 mod hostile;
 mod local;
 mod metrics;
+mod pipelines;
 mod pollers;
 mod push;
 mod s3;

@@ -205,7 +205,15 @@ pub fn split(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        serde_json::from_slice::<IgnoredAny>(line).map_err(|e| BodyError::Malformed {
+        // JSON is UTF-8 (RFC 8259 §8.1); serde_json checks that only where
+        // it keeps a string, not while skipping one, so check it here as the
+        // array and single-value shapes do.
+        let text = std::str::from_utf8(line).map_err(|e| BodyError::Malformed {
+            line: i + 1,
+            column: e.valid_up_to() + 1,
+            message: "invalid UTF-8".into(),
+        })?;
+        serde_json::from_str::<IgnoredAny>(text).map_err(|e| BodyError::Malformed {
             line: i + 1,
             column: e.column(),
             message: strip_position(&e),
@@ -286,6 +294,23 @@ mod tests {
         let e = split(b"[{\"a\":1},\n{\"a\" 2}]", None, 10).unwrap_err();
         assert!(matches!(e, BodyError::Malformed { line: 2, .. }), "{e:?}");
         assert_eq!(split(b"  \n", None, 10).unwrap_err(), BodyError::Empty);
+        // Not UTF-8, in each shape: refused where it is.
+        let e = split(b"{}\n{\"a\":\"\xff\"}\n", None, 10).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BodyError::Malformed {
+                    line: 2,
+                    column: 7,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        for body in [&b"[{\"a\":\"\xff\"}]"[..], b"{\"a\":\"\xff\"}"] {
+            let e = split(body, None, 10).unwrap_err();
+            assert!(matches!(e, BodyError::Malformed { line: 1, .. }), "{e:?}");
+        }
     }
 
     #[test]

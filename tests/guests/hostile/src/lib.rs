@@ -7,6 +7,9 @@
 //! - `init-loop`, `init-trap`: misbehave in `create`;
 //! - `stderr`: writes to stderr and stdout, then panics on `"boom"`;
 //! - `reject`: rejects its configuration;
+//! - `count`: emits `[n, record]`, where `n` counts the records this
+//!   instance has seen, so tests can tell how work was split across
+//!   instances;
 //! - `probe`: tries the capability a record names (`fs`, `env`, `tcp:ADDR`,
 //!   `udp:ADDR`, `dns:NAME`, `clock`, `flood`) and emits one JSON object saying
 //!   what the sandbox allowed, so tests can check each denial from inside.
@@ -21,6 +24,7 @@ use sluice_sdk::{Config, ConfigError, Emit, Record, RecordError, Transform};
 /// The misbehaving transform.
 pub struct Hostile {
     mode: String,
+    seen: u64,
 }
 
 impl Transform for Hostile {
@@ -32,10 +36,11 @@ impl Transform for Hostile {
             "reject" => return Err(ConfigError::key("mode", "rejected on purpose")),
             _ => {}
         }
-        Ok(Hostile { mode })
+        Ok(Hostile { mode, seen: 0 })
     }
 
     fn process(&mut self, record: Record, out: &mut Emit) -> Result<(), RecordError> {
+        self.seen += 1;
         let data = record.data.as_slice();
         let trigger = data
             .strip_prefix(b"\"")
@@ -55,6 +60,12 @@ impl Transform for Hostile {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            ("count", _) => {
+                let mut counted = format!("[{},", self.seen).into_bytes();
+                counted.extend_from_slice(data);
+                counted.push(b']');
+                out.emit(counted);
             }
             ("probe", what) => out.emit(probe(&String::from_utf8_lossy(what)).into_bytes()),
             _ => out.emit(record.data),
