@@ -104,6 +104,11 @@ async fn uploads_are_checked_and_refusals_change_nothing() {
             "wrong_world",
         ),
         (
+            put("t"),
+            component(sluice_test_artifacts::SMUGGLER_COMPONENT),
+            "imports",
+        ),
+        (
             put("t?config=mode%3Dinit-loop"),
             hostile.clone(),
             "trap_at_init",
@@ -522,4 +527,173 @@ async fn a_sha256_pin_selects_its_version_whatever_is_active() {
 
 fn url_of(gw: &Gateway) -> String {
     format!("http://{}", gw.admin)
+}
+
+/// `sluice ARGS` against the admin API at `url`: (success, stdout, stderr).
+fn cli_output(args: &[&str], url: &str) -> (bool, String, String) {
+    let out = sluice()
+        .args(args)
+        .env("SLUICE_ADMIN_URL", url)
+        .env("SLUICE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_over_tls_samples_refusals_and_name_at_sha256_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, hostile) = (
+        sluice_test_artifacts::TAGGER_A_COMPONENT,
+        sluice_test_artifacts::TAGGER_B_COMPONENT,
+        sluice_test_artifacts::HOSTILE_COMPONENT,
+    );
+    let gw = Gateway::start(
+        dir.path(),
+        &admin_config("", "tls = { self_signed = true }"),
+    );
+    let url = format!("https://{}", gw.admin);
+    let ca = dir.path().join("state/tls/cert.pem");
+    let samples = dir.path().join("samples.jsonl");
+    std::fs::write(&samples, "{\"a\":1}\n{\"b\":2}\n").unwrap();
+    let bad_samples = dir.path().join("bad-samples.jsonl");
+    std::fs::write(&bad_samples, "{\"a\":1}\n[1]\n").unwrap();
+    let (ca_s, samples_s, bad_s) = (
+        ca.display().to_string(),
+        samples.display().to_string(),
+        bad_samples.display().to_string(),
+    );
+    let u = url.clone();
+    let (unknown_ca, v1, refused, v2, plain) = tokio::task::spawn_blocking(move || {
+        let with_ca = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend(["--admin-ca", ca_s.as_str()]);
+            cli_output(&all, &u)
+        };
+        (
+            cli_output(&["transform", "versions", "t"], &u),
+            with_ca(&[
+                "transform",
+                "push",
+                "t",
+                a,
+                "--samples",
+                &samples_s,
+                "--activate",
+            ]),
+            with_ca(&["transform", "push", "t", b, "--samples", &bad_s]),
+            with_ca(&["transform", "push", "t", b, "--samples", &samples_s]),
+            cli_output(&["transform", "versions", "t"], "http://192.0.2.1:9464"),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!unknown_ca.0, "a certificate nobody vouches for is refused");
+    assert!(unknown_ca.2.contains("certificate"), "{}", unknown_ca.2);
+    assert!(v1.0, "{}", v1.2);
+    let v1: Value = serde_json::from_str(&v1.1).unwrap();
+    assert_eq!(
+        (v1["version"].as_u64(), v1["active"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert!(
+        !refused.0,
+        "a sample the component fails on refuses the upload"
+    );
+    assert!(refused.2.contains("sample"), "{}", refused.2);
+    assert!(v2.0, "{}", v2.2);
+    let v2: Value = serde_json::from_str(&v2.1).unwrap();
+    assert_eq!(
+        v2["version"].as_u64(),
+        Some(2),
+        "the refused upload took no number"
+    );
+    assert!(!plain.0);
+    assert!(
+        plain.2.contains("only https:// URLs"),
+        "plain HTTP off loopback is refused before connecting: {}",
+        plain.2
+    );
+    gw.stop();
+
+    // One pipeline follows `t`, the other pins version 1 as name@sha256.
+    let sha_a = v1["sha256"].as_str().unwrap().to_string();
+    let pipelines = format!(
+        "[[pipelines.p.transforms]]\nuse = \"t\"\n\n\
+         [sources.pinned]\ntype = \"push\"\nlistener = \"https\"\nauth = {{ type = \"none\" }}\n\n\
+         [pipelines.q]\nsource = \"pinned\"\nsink = \"out\"\n\n\
+         [[pipelines.q.transforms]]\nuse = \"t@sha256:{sha_a}\"\n"
+    );
+    let gw = Gateway::start(dir.path(), &admin_config(&pipelines, ""));
+    let u = url_of(&gw);
+    let (activated, v3, swap_refused) = tokio::task::spawn_blocking(move || {
+        (
+            cli_output(&["transform", "activate", "t", "2"], &u),
+            cli_output(&["transform", "push", "t", hostile, "-c", "mode=trap"], &u),
+            cli_output(&["transform", "activate", "t", "3"], &u),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(activated.0, "{}", activated.2);
+    assert!(v3.0, "{}", v3.2);
+    // Version 3 needs a `mode`; pipeline p gives it no config.
+    assert!(!swap_refused.0, "an activation a pipeline's config refuses");
+    assert!(swap_refused.2.contains("mode"), "{}", swap_refused.2);
+    let (_, versions) = admin(&gw, "GET", "/v1/transforms/t/versions", b"", Some(TOKEN)).await;
+    assert_eq!(versions["active"], 2, "{versions}");
+    let client = gw.client();
+    for source in ["s", "pinned"] {
+        let r = client.push(source, &[], "{\"n\":1}").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let lines = crate::gw::wait_delivered(&dir.path().join("out"), 2).await;
+    let tags: BTreeMap<String, String> = lines
+        .iter()
+        .map(|(path, l)| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                path.split('/').next().unwrap().to_string(),
+                v["tag"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        BTreeMap::from([("pinned".into(), "a".into()), ("s".into(), "b".into())]),
+        "the active version on p, the pinned one on q"
+    );
+    let (status, body) = admin(
+        &gw,
+        "DELETE",
+        "/v1/transforms/t/versions/1",
+        b"",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "a version pinned as name@sha256 is kept: {body}"
+    );
+    gw.stop();
+
+    // Without a token, the API is closed.
+    let config = admin_config("", "").replace(&format!("token = \"{TOKEN}\"\n"), "");
+    let gw = Gateway::start(dir.path(), &config);
+    let (status, body) = admin(&gw, "GET", "/v1/transforms", b"", Some(TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("token")),
+        "{body}"
+    );
+    assert_eq!(
+        gw.admin_get("/readyz").await.0,
+        StatusCode::OK,
+        "the rest stays open"
+    );
+    gw.stop();
 }

@@ -106,7 +106,10 @@ impl Gateway {
                     push = Some(url.trim_start_matches("https://").parse().unwrap());
                     cert = Some(PathBuf::from(c.trim_start_matches("cert=")));
                 }
-                ["admin", url] => admin = Some(url.trim_start_matches("http://").parse().unwrap()),
+                ["admin", url, ..] => {
+                    let addr = url.trim_start_matches("http://");
+                    admin = Some(addr.trim_start_matches("https://").parse().unwrap());
+                }
                 _ => {}
             }
         }

@@ -220,6 +220,16 @@ fn wrong_world() {
     );
 }
 
+#[test]
+fn smuggler() {
+    let run = transform_run(&[sluice_test_artifacts::SMUGGLER_COMPONENT], "x\n");
+    run.expect_failure(
+        2,
+        "transform `smuggler`: imports something Sluice does not provide",
+    );
+    assert!(run.stderr.contains("test:smuggler/dial"), "{}", run.stderr);
+}
+
 /// The two tagger guests (used by the admin API's hot-swap tests): each
 /// tags records with its own letter.
 mod tagger_a {
