@@ -215,12 +215,17 @@ impl HttpClient {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| net(e.to_string()))?;
+            .map_err(|e| net(crate::util::error_chain(&e)))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_BODY)
             .collect()
             .await
-            .map_err(|e| net(format!("reading the body: {e}")))?
+            .map_err(|e| {
+                net(format!(
+                    "reading the body: {}",
+                    crate::util::error_chain(&*e)
+                ))
+            })?
             .to_bytes();
         Ok(Response {
             status: parts.status,
@@ -237,7 +242,7 @@ where
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::util::error_chain(&e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

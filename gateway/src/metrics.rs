@@ -463,6 +463,11 @@ impl Metrics {
             for stage in ["received", "duplicate", "spooled"] {
                 self.poller_events.with_label_values(&[source, stage]);
             }
+            // Every API answers these; `graphql_error` (JupiterOne's) shows
+            // up when it first happens.
+            for outcome in ["ok", "429", "5xx", "4xx", "network", "invalid_json"] {
+                self.poller_requests.with_label_values(&[source, outcome]);
+            }
         } else {
             self.source_records.with_label_values(&[source]);
             self.source_bytes.with_label_values(&[source]);

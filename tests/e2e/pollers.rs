@@ -1139,3 +1139,192 @@ async fn a_poller_waits_out_a_full_spool_disk_and_loses_nothing() {
     assert_once(&out, 4000);
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_network_errors_and_timeouts_are_retried_and_4xx_stop_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    state.add((1..=3).map(|i| (format!("n{i}"), ago(600 - i), "directory".to_string())));
+    // A connection closed without an answer, then a request never answered.
+    let never = Arc::new(tokio::sync::Notify::new());
+    state
+        .faults
+        .lock()
+        .unwrap()
+        .extend([Fault::Drop, Fault::Hang(never.clone())]);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let cfg = jc_config(&stub, &ago(3600), "request_timeout_secs = 1", FAST_SINK);
+    let gw = Gateway::start(dir.path(), &cfg);
+    let out = dir.path().join("out");
+    wait_delivered(&out, 3).await;
+    assert_once(&out, 3);
+    let m = gw.metrics().await;
+    let outcome = |o: &str| {
+        crate::gw::metric_value(
+            &m,
+            &format!("sluice_poller_requests_total{{outcome=\"{o}\",source=\"jc\"}}"),
+        )
+    };
+    assert_eq!(outcome("network"), 2.0, "{m}");
+    assert!(outcome("ok") >= 1.0, "{m}");
+    assert_eq!(outcome("4xx"), 0.0, "{m}");
+    let log = gw.stop();
+    assert!(
+        log.contains("no answer within 1s"),
+        "the timeout is named: {log}"
+    );
+    assert!(
+        log.contains("peer closed connection"),
+        "the closed connection is named: {log}"
+    );
+
+    // 403, then another 4xx: each stops the source with a message saying
+    // why; the gateway stays up and ready.
+    for (status, says) in [
+        (403, "the API key lacks permission"),
+        // As the log line writes it, quotes escaped.
+        (
+            400,
+            "JumpCloud answered 400 Bad Request: {\\\"message\\\":\\\"stub fault 400\\\"}",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        state
+            .faults
+            .lock()
+            .unwrap()
+            .push_back(Fault::Status(status, None, vec![]));
+        let gw = Gateway::start(dir.path(), &cfg);
+        wait_for(
+            || gw.stderr().contains("poller stopped"),
+            "the poller to stop",
+        )
+        .await;
+        assert!(gw.stderr().contains(says), "{status}: {}", gw.stderr());
+        assert_eq!(gw.metric("sluice_poller_stopped{source=\"jc\"}").await, 1.0);
+        assert_eq!(
+            gw.metric("sluice_poller_requests_total{outcome=\"4xx\",source=\"jc\"}")
+                .await,
+            1.0
+        );
+        assert_eq!(gw.admin_get("/readyz").await.0, hyper::StatusCode::OK);
+        gw.stop();
+    }
+    never.notify_waiters();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumpcloud_a_changed_start_resets_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    state.add([
+        ("old".to_string(), ago(5000), "directory".to_string()),
+        ("recent".to_string(), ago(100), "directory".to_string()),
+    ]);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let out = dir.path().join("out");
+    let (start, earlier) = (ago(3600), ago(7200));
+    let cfg = jc_config(&stub, &start, "", FAST_SINK);
+    let gw = Gateway::start(dir.path(), &cfg);
+    wait_delivered(&out, 1).await;
+    gw.stop();
+    // The same start: the cursor carries on, nothing is read again.
+    let before = state.event_requests();
+    let gw = Gateway::start_existing(dir.path());
+    wait_for(
+        || state.event_requests() >= before + 2,
+        "two cycles after the restart",
+    )
+    .await;
+    let log = gw.stop();
+    assert!(!log.contains("cursor is reset"), "{log}");
+    assert_once(&out, 1);
+    // An earlier start: read again from there, as documented (the events
+    // after the old start come again; `sluice backfill` fills a gap
+    // without that).
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        jc_config(&stub, &earlier, "", FAST_SINK),
+    )
+    .unwrap();
+    let gw = Gateway::start_existing(dir.path());
+    wait_delivered(&out, 3).await;
+    let log = gw.stop();
+    assert!(
+        log.contains("the configured start changed; the cursor is reset"),
+        "{log}"
+    );
+    assert_eq!(
+        ids(&out),
+        BTreeMap::from([("old".to_string(), 1), ("recent".to_string(), 2)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backfill_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, ts) = window_of(3000);
+    // Three pages of 500, then the fourth request hangs until killed.
+    let never = Arc::new(tokio::sync::Notify::new());
+    state.faults.lock().unwrap().extend([
+        Fault::None,
+        Fault::None,
+        Fault::None,
+        Fault::Hang(never.clone()),
+    ]);
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        jc_config(&stub, &ago(60), "limit = 500", FAST_SINK),
+    )
+    .unwrap();
+    let backfill = || {
+        let mut cmd = crate::support::sluice();
+        cmd.args(["backfill", "--config"]).arg(&config).args([
+            "--source",
+            "jc",
+            "--since",
+            &ts(0),
+            "--until",
+            &ts(3000),
+        ]);
+        cmd
+    };
+    let mut first = backfill()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(|| state.event_requests() == 4, "the fourth page request").await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    never.notify_waiters();
+    // The three pages were committed with their cursor before the kill.
+    let db = rusqlite::Connection::open(dir.path().join("state/spool.db")).unwrap();
+    let cursor: String = db
+        .query_row(
+            "SELECT cursor FROM checkpoints WHERE source LIKE 'backfill:jc:%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(db);
+    assert!(cursor.contains("b01499"), "after page 3: {cursor}");
+
+    let run = crate::support::run_with(backfill(), "", Duration::from_secs(120));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The second run starts at the last committed event's millisecond
+    // (skipping the ids it already has there), not at the window's start.
+    let reqs = state.requests.lock().unwrap().clone();
+    let asked_from = |i: usize| stubs::ns(reqs[i].0["start_time"].as_str().unwrap());
+    assert_eq!(asked_from(0), stubs::ns(&ts(0)));
+    assert_eq!(
+        asked_from(4),
+        stubs::ns(&ts(1499)),
+        "the second run's first request: {}",
+        reqs[4].0
+    );
+    assert!(reqs[4].0["search_after"].is_null(), "{}", reqs[4].0);
+    assert_once(&dir.path().join("out"), 3000);
+}

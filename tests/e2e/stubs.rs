@@ -29,9 +29,15 @@ pub enum Fault {
     /// A 200 with a GraphQL `errors` array (JupiterOne).
     GraphqlError(String),
     /// Hold the request until `release` is notified (to kill sluice while
-    /// it waits for a page).
+    /// it waits for a page, or to make it time out).
     Hang(Arc<Notify>),
+    /// Close the connection without an answer: a network error.
+    Drop,
 }
+
+/// Marks a response that must not be sent: the connection is closed.
+#[derive(Debug, Clone, Copy)]
+struct CloseConnection;
 
 /// An HTTPS server on 127.0.0.1 with a self-signed certificate.
 pub struct Stub {
@@ -96,9 +102,14 @@ pub async fn serve(dir: &Path, handler: Handler) -> Stub {
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        Ok::<_, std::convert::Infallible>(
-                            handler(parts.method, parts.uri.to_string(), parts.headers, body).await,
-                        )
+                        let resp =
+                            handler(parts.method, parts.uri.to_string(), parts.headers, body).await;
+                        if resp.extensions().get::<CloseConnection>().is_some() {
+                            // An error from the service makes hyper close
+                            // the connection without writing anything.
+                            return Err("the stub drops this connection");
+                        }
+                        Ok(resp)
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -150,6 +161,11 @@ async fn take_fault(faults: &Mutex<VecDeque<Fault>>) -> Option<Response<Full<Byt
         Fault::Hang(release) => {
             release.notified().await;
             reply(503, "{}", &[])
+        }
+        Fault::Drop => {
+            let mut r = reply(500, "", &[]);
+            r.extensions_mut().insert(CloseConnection);
+            r
         }
     })
 }
