@@ -61,7 +61,22 @@ impl Gateway {
 
     /// Starts `sluice run` on the config in `dir`, with extra environment.
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        Self::start_wrapped(dir, env, &[])
+    }
+
+    /// Starts `WRAPPER… sluice run` (a wrapper that ends by exec'ing its
+    /// arguments, such as `prlimit`), with extra environment.
+    pub fn start_wrapped(dir: &Path, env: &[(&str, &str)], wrapper: &[&str]) -> Self {
+        let sluice = env!("CARGO_BIN_EXE_sluice");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(sluice);
+                c
+            }
+            None => Command::new(sluice),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(dir.join("sluice.toml"))
             .envs(env.iter().copied())

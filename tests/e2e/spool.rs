@@ -661,3 +661,72 @@ async fn a_csv_column_change_on_a_full_disk_keeps_the_sink_alive() {
     }
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_that_cannot_commit_answers_500_and_keeps_nothing_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    // No file of the process may grow past 256 KiB (SIGXFSZ ignored, so a
+    // write past it fails with EFBIG, possibly after a part of it): the
+    // spool's segment hits that limit mid-append. Not a full disk.
+    const LIMIT: usize = 256 << 10;
+    let cfg = one_way(
+        "max_body_bytes = 1048576",
+        "",
+        "key = \"{source}\"\nrotate = { max_age_secs = 0.1 }",
+        "[spool]\nsegment_bytes = 16777216",
+    );
+    std::fs::write(dir.path().join("sluice.toml"), &cfg).unwrap();
+    let limit = format!("--fsize={LIMIT}");
+    let wrapper = [
+        "sh",
+        "-c",
+        "trap '' XFSZ; exec prlimit \"$0\" -- \"$@\"",
+        &limit,
+    ];
+    let gw = Gateway::start_wrapped(dir.path(), &[], &wrapper);
+    let c = gw.client();
+    let body = |from: usize, n: usize, pad: usize| -> String {
+        (from..from + n)
+            .map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(pad)))
+            .collect()
+    };
+    let mut acked = Vec::new();
+    let r = c.push("s", &[], body(0, 100, 1000)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    acked.extend(0..100);
+    // Past the limit: the append fails half written.
+    let r = c.push("s", &[], body(1000, 200, 1000)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert!(
+        r.body.contains("not stored") && r.body.contains("File too large"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        gw.metric("sluice_source_rejected_requests_total{reason=\"internal\",source=\"s\"}")
+            .await,
+        1.0
+    );
+    // A small request still fits: the half-written bytes were taken back,
+    // and it is stored after the first.
+    let r = c.push("s", &[], body(2000, 10, 100)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, gw.stderr());
+    acked.extend(2000..2010);
+    wait_drained(&gw, "out").await;
+    let log = gw.stop();
+    assert_eq!(numbers(&delivered(&dir.path().join("out"))), acked, "{log}");
+    // And after a restart without the limit, nothing torn is found or
+    // delivered again.
+    let gw = Gateway::start_existing(dir.path());
+    let r = gw.client().push("s", &[], body(3000, 1, 10)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    acked.push(3000);
+    wait_drained(&gw, "out").await;
+    assert_eq!(
+        gw.metric("sluice_spool_corrupt_frames_total{sink=\"out\"}")
+            .await,
+        0.0
+    );
+    let log = gw.stop();
+    assert_eq!(numbers(&delivered(&dir.path().join("out"))), acked, "{log}");
+}
