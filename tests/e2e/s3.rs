@@ -354,7 +354,13 @@ async fn radosgw_stopped_and_restarted_loses_nothing() {
     let admin = admin_client(env).await;
     let bucket = new_bucket(&admin).await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = start(dir.path(), &push_to(&s3_sink(env, &bucket, ""), ""));
+    // A spool budget of six records for the lake, filled to the top
+    // before pushes are refused.
+    let budget = "\n[spool]\nhigh_water = 1.0\n\n[spool.sinks.lake]\nmax_records = 6\n";
+    let gw = start(
+        dir.path(),
+        &(push_to(&s3_sink(env, &bucket, ""), "") + budget),
+    );
     assert_eq!(
         gw.client().push("s", &[], "[1,2]").await.status,
         StatusCode::OK
@@ -389,14 +395,26 @@ async fn radosgw_stopped_and_restarted_loses_nothing() {
         m.contains("sluice_sink_errors_total{kind=\"network\",sink=\"lake\"}"),
         "errors by S3 code: {m}"
     );
+    // The outage goes on: the spool fills to its budget, then pushes are
+    // refused with 503 and Retry-After, and nothing of them is kept.
+    let c = gw.client();
+    assert_eq!(c.push("s", &[], "[6,7,8]").await.status, StatusCode::OK);
+    let refused = c.push("s", &[], "[9]").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.body);
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(
+        gw.metric("sluice_source_rejected_requests_total{reason=\"backpressure\",source=\"s\"}")
+            .await,
+        1.0
+    );
     rgw("rgw-start");
-    let data = wait_lines(&admin, &bucket, 5).await;
+    let data = wait_lines(&admin, &bucket, 8).await;
     let mut all: Vec<&String> = data.values().flatten().collect();
     all.sort();
     assert_eq!(
         all,
-        ["1", "2", "3", "4", "5"],
-        "nothing lost, nothing twice"
+        ["1", "2", "3", "4", "5", "6", "7", "8"],
+        "nothing lost, nothing twice, nothing refused kept"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(gw.metric("sluice_spool_records{sink=\"lake\"}").await, 0.0);
