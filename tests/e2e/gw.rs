@@ -79,9 +79,9 @@ impl Gateway {
         let mut child = command
             .args(["run", "--config"])
             .arg(dir.join("sluice.toml"))
+            .env("SLUICE_LOG", "info")
             .envs(env.iter().copied())
             .env("SLUICE_CACHE_DIR", shared_cache())
-            .env("SLUICE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -189,15 +189,30 @@ impl Gateway {
 
     /// GET on the admin listener: status and body.
     pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        self.admin_request("GET", path, None).await
+    }
+
+    /// A request without a body to the (plain HTTP) admin listener, with a
+    /// bearer token if given.
+    pub async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
         let stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(conn);
-        let req = Request::get(path)
-            .header("host", "admin")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin");
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
         let resp = send.send_request(req).await.unwrap();
         let status = resp.status();
         let body = resp

@@ -17,6 +17,7 @@ mod pollers;
 mod push;
 mod s3;
 mod s3env;
+mod secrets;
 mod spool;
 mod stubs;
 mod support;

@@ -400,7 +400,12 @@ async fn radosgw_stopped_and_restarted_loses_nothing() {
     let c = gw.client();
     assert_eq!(c.push("s", &[], "[6,7,8]").await.status, StatusCode::OK);
     let refused = c.push("s", &[], "[9]").await;
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.body);
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
     assert!(refused.headers.contains_key("retry-after"));
     assert_eq!(
         gw.metric("sluice_source_rejected_requests_total{reason=\"backpressure\",source=\"s\"}")
