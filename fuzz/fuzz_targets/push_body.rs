@@ -1,6 +1,6 @@
 //! The push body: content-encoding, content-type sniffing, splitting into
-//! records. Every record it returns is valid JSON and is a piece of the
-//! decoded body, verbatim.
+//! records. Every record it returns is UTF-8, valid JSON, within the
+//! record limit, and a piece of the decoded body, verbatim.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -33,7 +33,9 @@ fuzz_target!(|input: &[u8]| {
     };
     assert!(records.len() <= max_records);
     for r in &records {
-        serde_json::from_slice::<serde::de::IgnoredAny>(r)
+        let text = std::str::from_utf8(r)
+            .unwrap_or_else(|e| panic!("a record that is not UTF-8 ({e}): {r:?}"));
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
             .unwrap_or_else(|e| panic!("a record that is not JSON ({e}): {r:?}"));
         assert!(
             memchr::memmem::find(&decoded, r).is_some(),

@@ -699,7 +699,7 @@ path = "out"
         "{statuses:?}"
     );
     assert!(
-        statuses.get(&503).is_some(),
+        statuses.contains_key(&503),
         "the budget held some back: {statuses:?}"
     );
     let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
