@@ -103,23 +103,11 @@ sync = "full"
     );
     std::fs::write(dir.path().join("sluice.toml"), config).unwrap();
     let (since, until) = (ts(0), ts(n));
-    let config_path = dir.path().join("sluice.toml");
-    let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        support::sluice()
-            .env("SLUICE_LOG", "warn")
-            .args(["backfill", "--config"])
-            .arg(&config_path)
-            .args(["--source", "jc", "--since", &since, "--until", &until])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let elapsed = started.elapsed();
-    let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "backfill failed: {summary}");
+    let (summary, elapsed) = backfill(
+        dir.path(),
+        &["--source", "jc", "--since", &since, "--until", &until],
+    )
+    .await;
     println!(
         "backfill_load: {n} JumpCloud events, transform {transform}, 10000 per page, gzip local sink"
     );
@@ -132,12 +120,7 @@ sync = "full"
 
 /// One JupiterOne run over `n` entities, 1000 a page, through `j1-cdc`.
 async fn jupiterone(dir: &std::path::Path, n: i64) {
-    let state = std::sync::Arc::new(stubs::JupiterOne {
-        token: "bench-token".into(),
-        account: "bench".into(),
-        page_size: 1000,
-        ..Default::default()
-    });
+    let state = stubs::JupiterOne::new("bench-token", "bench", 1000);
     let now_ms = chrono::Utc::now().timestamp_millis();
     state.entities.lock().unwrap().extend((0..n).map(|i| {
         serde_json::json!({
@@ -181,23 +164,7 @@ rotate = {{ max_age_secs = 10 }}
         ca = stub.cert.display(),
     );
     std::fs::write(dir.join("sluice.toml"), config).unwrap();
-    let config_path = dir.join("sluice.toml");
-    let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        support::sluice()
-            .env("SLUICE_LOG", "warn")
-            .args(["backfill", "--config"])
-            .arg(&config_path)
-            .args(["--source", "j1", "--since", &start])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let elapsed = started.elapsed();
-    let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "backfill failed: {summary}");
+    let (summary, elapsed) = backfill(dir, &["--source", "j1", "--since", &start]).await;
     println!(
         "backfill_load: one JupiterOne run of {n} entities, 1000 a page, j1-cdc, gzip local sink"
     );
@@ -207,4 +174,28 @@ rotate = {{ max_age_secs = 10 }}
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / n as f64
     );
+}
+
+/// Runs the release `sluice backfill ARGS` on `dir/sluice.toml`, its
+/// progress bar on our stderr; returns its summary and how long it took.
+async fn backfill(dir: &std::path::Path, args: &[&str]) -> (String, std::time::Duration) {
+    let config_path = dir.join("sluice.toml");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        support::sluice()
+            .env("SLUICE_LOG", "warn")
+            .args(["backfill", "--config"])
+            .arg(&config_path)
+            .args(&args)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "backfill failed: {summary}");
+    (summary, elapsed)
 }

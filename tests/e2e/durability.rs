@@ -47,16 +47,7 @@ async fn kill9_right_after_200_still_delivers_after_restart() {
     std::fs::write(dir.path().join("sluice.toml"), cfg(0.1, "")).unwrap();
     let gw = Gateway::start_existing(dir.path());
     let lines = wait_delivered(&dir.path().join("out"), 100).await;
-    let mut seen: Vec<i64> = lines
-        .iter()
-        .map(|(_, l)| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
-    seen.sort_unstable();
-    assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    assert_eq!(crate::spool::numbers(&lines), (0..100).collect::<Vec<_>>());
     assert!(
         lines
             .iter()

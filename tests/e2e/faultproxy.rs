@@ -35,14 +35,10 @@ pub enum Fault {
     DropAnswer,
     /// Never forwarded, never answered: the request hangs.
     Hang,
-    /// Not forwarded: answered with this status (an S3 error document),
-    /// for the first `times` matching requests.
-    Fail {
-        /// The status.
-        status: u16,
-        /// How many matching requests fail.
-        times: usize,
-    },
+    /// Not forwarded: the first matching requests are answered with these
+    /// statuses in turn (with S3's error document for each), the rest
+    /// forwarded.
+    Fail(&'static [u16]),
 }
 
 /// A request the proxy forwarded: method, path and query, and radosgw's
@@ -247,9 +243,9 @@ async fn forward(
         .uri
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
-    if let Fault::Fail { status, times } = state.fault
+    if let Fault::Fail(statuses) = state.fault
         && (state.rule)(&parts.method, &target)
-        && state.failed.fetch_add(1, Ordering::SeqCst) < times
+        && let Some(&status) = statuses.get(state.failed.fetch_add(1, Ordering::SeqCst))
     {
         state.seen.lock().unwrap().push(Seen {
             method: parts.method.to_string(),
@@ -258,12 +254,20 @@ async fn forward(
             dropped: false,
             sse: sse_of(&parts.headers),
         });
-        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>\
-                   <Message>fault proxy: failed on purpose</Message></Error>";
+        // The codes S3 (and S3-compatible stores) send with these.
+        let code = match status {
+            503 => "SlowDown",
+            429 => "TooManyRequests",
+            _ => "InternalError",
+        };
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+             <Message>fault proxy: failed on purpose</Message></Error>"
+        );
         return Ok(Response::builder()
             .status(status)
             .header("content-type", "application/xml")
-            .body(Full::new(Bytes::from_static(xml.as_bytes())))
+            .body(Full::new(Bytes::from(xml)))
             .unwrap());
     }
     if state.fault == Fault::Hang && (state.rule)(&parts.method, &target) {

@@ -5,7 +5,6 @@
 use crate::gw::{Gateway, config, wait_delivered};
 use crate::stubs;
 use hyper::StatusCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The metric names in the README's metrics table.
@@ -46,12 +45,7 @@ async fn every_documented_metric_is_exported_and_promtool_accepts_them() {
         .unwrap()
         .push_back(stubs::Fault::Status(429, Some("1".into()), vec![]));
     let jc_stub = stubs::jumpcloud(dir.path(), jc.clone()).await;
-    let j1 = Arc::new(stubs::JupiterOne {
-        token: "j1-token".into(),
-        account: "acct".into(),
-        page_size: 5,
-        ..Default::default()
-    });
+    let j1 = stubs::JupiterOne::new("j1-token", "acct", 5);
     let now_ms = chrono::Utc::now().timestamp_millis();
     j1.entities.lock().unwrap().push(serde_json::json!({
         "id": "f1",

@@ -456,12 +456,7 @@ name = "time=%H%M%S"
 async fn jupiterone_cdc_to_j1ds_layout() {
     let dir = tempfile::tempdir().unwrap();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let state = Arc::new(stubs::JupiterOne {
-        token: "j1-token".into(),
-        account: "j1acct".into(),
-        page_size: 3,
-        ..Default::default()
-    });
+    let state = stubs::JupiterOne::new("j1-token", "j1acct", 3);
     {
         let mut e = state.entities.lock().unwrap();
         // Not in time order, as JupiterOne returns them.
@@ -579,12 +574,7 @@ fn is_j1ds_key(path: &str, account: &str) -> bool {
 async fn jupiterone_deferred_rate_limits_and_graphql_errors() {
     let dir = tempfile::tempdir().unwrap();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let state = Arc::new(stubs::JupiterOne {
-        token: "j1-token".into(),
-        account: "j1acct".into(),
-        page_size: 2,
-        ..Default::default()
-    });
+    let state = stubs::JupiterOne::new("j1-token", "j1acct", 2);
     state
         .entities
         .lock()
@@ -681,12 +671,7 @@ async fn jupiterone_deferred_rate_limits_and_graphql_errors() {
 async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let state = Arc::new(stubs::JupiterOne {
-        token: "j1-token".into(),
-        account: "j1acct".into(),
-        page_size: 2,
-        ..Default::default()
-    });
+    let state = stubs::JupiterOne::new("j1-token", "j1acct", 2);
     state.entities.lock().unwrap().extend((0..9).map(|i| {
         j1_entity(
             &format!("m{i}"),
@@ -772,12 +757,7 @@ async fn jupiterone_kill9_mid_run_resumes_without_duplicates() {
 async fn jupiterone_entities_made_visible_late_are_caught_by_the_lag() {
     let dir = tempfile::tempdir().unwrap();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let state = Arc::new(stubs::JupiterOne {
-        token: "j1-token".into(),
-        account: "j1acct".into(),
-        page_size: 3,
-        ..Default::default()
-    });
+    let state = stubs::JupiterOne::new("j1-token", "j1acct", 3);
     // The newest entity is a second old.
     state.entities.lock().unwrap().extend((0..8).map(|i| {
         j1_entity(

@@ -39,6 +39,18 @@ async fn lake() -> Lake {
     }
 }
 
+/// Fails unless every multipart upload in `bucket` was completed or
+/// aborted.
+async fn assert_no_upload_open(client: &aws_sdk_s3::Client, bucket: &str) {
+    let uploads = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "no upload left open");
+}
+
 /// Every object: key → (bytes, sse, kms key id).
 async fn objects(
     client: &aws_sdk_s3::Client,
@@ -260,13 +272,7 @@ async fn large_objects_go_up_by_multipart() {
         "a multipart ETag: {:?}",
         head.e_tag()
     );
-    let uploads = admin
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(uploads.uploads().is_empty(), "no upload left open");
+    assert_no_upload_open(&admin, &bucket).await;
     gw.stop();
 }
 
@@ -1234,10 +1240,7 @@ async fn a_failed_part_aborts_the_multipart_upload_and_the_object_lands_once() {
         env.get("SLUICE_TEST_S3_ENDPOINT"),
         env.get("SLUICE_TEST_S3_CA"),
         Box::new(|m, target| m == hyper::Method::PUT && target.contains("partNumber=")),
-        crate::faultproxy::Fault::Fail {
-            status: 500,
-            times: 3,
-        },
+        crate::faultproxy::Fault::Fail(&[500, 500, 500]),
         Duration::from_secs(1),
     )
     .await;
@@ -1268,18 +1271,12 @@ async fn a_failed_part_aborts_the_multipart_upload_and_the_object_lands_once() {
         .filter(|s| s.method == "DELETE" && s.target.contains("uploadId="))
         .collect();
     assert_eq!(aborts.len(), 1, "the failed upload was aborted: {seen:?}");
-    let uploads = admin
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(uploads.uploads().is_empty(), "no upload left open");
+    assert_no_upload_open(&admin, &bucket).await;
     gw.stop();
 }
 
-/// 503 SlowDown (and the other answers S3 gives when it is busy) past the
-/// SDK's own retries: counted, retried by the sink with the same key, and
+/// 503 SlowDown, 500 InternalError and 429, more of them than the SDK's
+/// own retries take: counted, retried by the sink with the same key, and
 /// the records land once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_down_answers_are_retried_and_the_object_lands_once() {
@@ -1295,10 +1292,7 @@ async fn slow_down_answers_are_retried_and_the_object_lands_once() {
         env.get("SLUICE_TEST_S3_ENDPOINT"),
         env.get("SLUICE_TEST_S3_CA"),
         Box::new(|m, target| m == hyper::Method::PUT && !target.contains(".connection-test")),
-        crate::faultproxy::Fault::Fail {
-            status: 503,
-            times: 4,
-        },
+        crate::faultproxy::Fault::Fail(&[503, 500, 429, 503, 500, 429]),
         Duration::from_secs(1),
     )
     .await;
@@ -1317,11 +1311,8 @@ async fn slow_down_answers_are_retried_and_the_object_lands_once() {
         .into_iter()
         .filter(|s| s.method == "PUT" && !s.target.contains(".connection-test"))
         .collect();
-    assert_eq!(
-        puts.iter().filter(|p| p.status == 503).count(),
-        4,
-        "{puts:?}"
-    );
+    let statuses: Vec<u16> = puts.iter().map(|p| p.status).collect();
+    assert_eq!(statuses, [503, 500, 429, 503, 500, 429, 200], "{puts:?}");
     let key = data.keys().next().unwrap();
     assert!(
         puts.iter()

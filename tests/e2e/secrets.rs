@@ -9,7 +9,6 @@ use crate::s3env::{admin_client, new_bucket, s3_env, shared};
 use crate::stubs::{self, Fault};
 use hyper::StatusCode;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Every configured secret, by the environment variable that carries it.
@@ -70,12 +69,7 @@ async fn no_secret_appears_in_logs_metrics_answers_errors_or_files() {
         .unwrap()
         .push_back(Fault::Status(500, None, vec![]));
     let jc_stub = stubs::jumpcloud(dir.path(), jc.clone()).await;
-    let j1 = Arc::new(stubs::JupiterOne {
-        token: secret("J1_TOKEN").into(),
-        account: "acct".into(),
-        page_size: 5,
-        ..Default::default()
-    });
+    let j1 = stubs::JupiterOne::new(secret("J1_TOKEN"), "acct", 5);
     j1.faults
         .lock()
         .unwrap()

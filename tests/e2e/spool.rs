@@ -274,7 +274,8 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     s
 }
 
-fn numbers(lines: &[(String, String)]) -> Vec<i64> {
+/// The `i` field of every delivered line, sorted.
+pub fn numbers(lines: &[(String, String)]) -> Vec<i64> {
     let mut v: Vec<i64> = lines
         .iter()
         .map(|(_, l)| {

@@ -445,6 +445,17 @@ pub struct JupiterOne {
 }
 
 impl JupiterOne {
+    /// An empty stub that accepts `token` for `account`, `page_size` rows
+    /// a page.
+    pub fn new(token: &str, account: &str, page_size: usize) -> Arc<Self> {
+        Arc::new(JupiterOne {
+            token: token.into(),
+            account: account.into(),
+            page_size,
+            ..Default::default()
+        })
+    }
+
     /// A J1QL query the stub understands: `FIND (A | B)` or `FIND A`,
     /// optionally `WITH _beginOn >= N` or `> N`.
     fn select(&self, j1ql: &str, include_deleted: bool) -> Result<Vec<Value>, String> {
