@@ -102,6 +102,27 @@ impl LocalStore {
     }
 }
 
+/// The folders to fsync after an object is renamed into `dir` (under
+/// `root`), computed before `dir` is created: `dir` itself (for the
+/// object's entry), and the parent of every folder that does not exist yet
+/// (for that folder's entry), up to the root. Without the parents, a power
+/// cut could lose a new folder with the object in it.
+fn folders_to_sync(root: &Path, dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut d = dir;
+    while d != root && !d.exists() {
+        match d.parent() {
+            Some(parent) => {
+                out.push(parent.to_path_buf());
+                d = parent;
+            }
+            None => break,
+        }
+    }
+    out.dedup();
+    out
+}
+
 impl ObjectStore for LocalStore {
     fn temp_dir(&self) -> &Path {
         &self.temp
@@ -114,18 +135,7 @@ impl ObjectStore for LocalStore {
     fn deliver(&self, temp: &Path, key: &str) -> Result<u64, SinkError> {
         let target = self.root.join(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        // The folders that do not exist yet: each new one is an entry in
-        // its parent that must be fsynced too, or a power cut could lose
-        // the folder with the object in it.
-        let mut created = Vec::new();
-        let mut d = dir.as_path();
-        while d != self.root && !d.exists() {
-            created.push(d.to_path_buf());
-            match d.parent() {
-                Some(p) => d = p,
-                None => break,
-            }
-        }
+        let to_sync = folders_to_sync(&self.root, &dir);
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io(&dir, &e))?;
         let size = std::fs::metadata(temp)
             .map_err(|e| SinkError::io(temp, &e))?
@@ -133,18 +143,31 @@ impl ObjectStore for LocalStore {
         std::fs::rename(temp, &target).map_err(|e| SinkError::io(&target, &e))?;
         // The rename is durable only once the folder's entry is on disk,
         // and a new folder only once its parent's is.
-        let mut to_sync = vec![dir.clone()];
-        to_sync.extend(
-            created
-                .iter()
-                .filter_map(|c| c.parent().map(Path::to_path_buf)),
-        );
-        to_sync.dedup();
         for d in to_sync {
             std::fs::File::open(&d)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| SinkError::io(&d, &e))?;
         }
         Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::folders_to_sync;
+
+    #[test]
+    fn every_new_folder_s_parent_is_synced_up_to_the_existing_one() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        std::fs::create_dir(root.join("a")).unwrap();
+        let dir = root.join("a/b/c");
+        assert_eq!(
+            folders_to_sync(root, &dir),
+            [dir.clone(), root.join("a/b"), root.join("a")]
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(folders_to_sync(root, &dir), [dir], "nothing new");
+        assert_eq!(folders_to_sync(root, root), [root.to_path_buf()]);
     }
 }
