@@ -40,6 +40,14 @@ const PUMP_BATCH: usize = 20_000;
 /// Backoff of a failed upload (doubling per attempt) and its cap.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before retry number `attempt` (1 for the first): doubling
+/// from [`RETRY_FIRST`] up to [`RETRY_MAX`].
+fn retry_wait(attempt: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << (attempt.clamp(1, 8) - 1))
+        .min(RETRY_MAX)
+}
 /// How long a stopping sink waits for uploads under way.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 /// How often the manifest forgets old delivered objects.
@@ -158,12 +166,13 @@ pub fn run<S: ObjectStore>(
     };
     let tick =
         Duration::from_millis(200).min(Duration::from_secs_f64(d.s.rotate.max_age_secs / 2.0));
-    let mut backoff = RETRY_FIRST;
+    // Local failures in a row (a temp file, the manifest).
+    let mut failures = 0;
     let mut next_prune = Instant::now();
     let mut stop_deadline: Option<Instant> = None;
     let mut resume_at = match d.restart() {
         Ok(()) => Instant::now(),
-        Err(e) => d.local_failure(&e, &mut backoff),
+        Err(e) => d.local_failure(&e, &mut failures),
     };
     loop {
         let stopping = *shutdown.borrow();
@@ -182,7 +191,7 @@ pub fn run<S: ObjectStore>(
                 .and_then(|more| d.rotate(stopping).map(|()| more));
             match step {
                 Ok(more) => {
-                    backoff = RETRY_FIRST;
+                    failures = 0;
                     if more && !stopping {
                         // Still reading a backlog: look at uploads, then go on.
                         d.dispatch(stopping);
@@ -190,7 +199,7 @@ pub fn run<S: ObjectStore>(
                         continue;
                     }
                 }
-                Err(e) => resume_at = d.local_failure(&e, &mut backoff),
+                Err(e) => resume_at = d.local_failure(&e, &mut failures),
             }
         }
         d.dispatch(stopping);
@@ -303,7 +312,7 @@ impl<S: ObjectStore> Delivery<S> {
 
     /// A local failure (a temp file, the manifest): drop what is open and
     /// read again from the cursor after a backoff. Returns when to resume.
-    fn local_failure(&mut self, e: &SinkError, backoff: &mut Duration) -> Instant {
+    fn local_failure(&mut self, e: &SinkError, failures: &mut u32) -> Instant {
         if let SinkError::Fatal(reason) = e {
             self.fatal = Some(reason.clone());
             return Instant::now();
@@ -311,8 +320,8 @@ impl<S: ObjectStore> Delivery<S> {
         self.metrics
             .sink_failed(&self.s.name, e.kind(), &e.to_string());
         self.metrics.sink_retry(&self.s.name);
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(RETRY_MAX);
+        *failures += 1;
+        let wait = retry_wait(*failures);
         if let Err(again) = self.restart() {
             self.metrics
                 .sink_failed(&self.s.name, again.kind(), &again.to_string());
@@ -647,10 +656,7 @@ impl<S: ObjectStore> Delivery<S> {
             Err(e) => {
                 p.temp = f.temp;
                 p.attempts += 1;
-                let wait = RETRY_FIRST
-                    .saturating_mul(1 << p.attempts.min(8).saturating_sub(1))
-                    .min(RETRY_MAX);
-                p.next_try = Instant::now() + wait;
+                p.next_try = Instant::now() + retry_wait(p.attempts);
                 self.metrics
                     .sink_failed(&self.s.name, e.kind(), &e.to_string());
                 self.metrics.sink_retry(&self.s.name);
@@ -769,5 +775,32 @@ impl Job {
             temp: Some(temp).filter(|t| t.exists()),
             result,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_wait;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_double_from_half_a_second_to_a_minute() {
+        let waits: Vec<Duration> = (1..=9).map(retry_wait).collect();
+        let ms = |m| Duration::from_millis(m);
+        assert_eq!(
+            waits,
+            [
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(16000),
+                ms(32000),
+                ms(60000),
+                ms(60000)
+            ]
+        );
+        assert_eq!(retry_wait(u32::MAX), ms(60000));
     }
 }
