@@ -11,7 +11,6 @@ fn main() {
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let transforms = sluice_guest_build::discover(&root.join("transforms"));
     let watch = [
-        root.join("wit"),
         root.join("guest-sdk"),
         // Workspace dependencies' features (serde_json's, say) change the
         // guests' code without changing the lock.

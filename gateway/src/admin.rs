@@ -80,6 +80,15 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/readyz" => {
             let stopped = state.metrics.stopped_sinks();
+            let waiting: serde_json::Map<String, Value> = state
+                .transforms
+                .iter()
+                .flat_map(|api| &api.pipelines)
+                .filter_map(|p| {
+                    let w = p.waiting();
+                    (!w.is_empty()).then(|| (p.name.to_string(), w.into()))
+                })
+                .collect();
             if !state.ready.load(Ordering::Acquire) {
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -89,6 +98,15 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &serde_json::json!({"status": "sink stopped", "stopped_sinks": stopped}),
+                )
+            } else if !waiting.is_empty() {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({
+                        "status": "waiting for transforms",
+                        "waiting_pipelines": waiting,
+                        "hint": "upload and activate each: sluice transform push NAME FILE.wasm --activate",
+                    }),
                 )
             } else {
                 json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
@@ -102,7 +120,12 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
                     "the admin API is off: set [admin] token",
                 );
             };
-            if !authorized(token, req.headers()) {
+            if let Err(reason) = authorized(token, req.headers()) {
+                let peer = req
+                    .extensions()
+                    .get::<crate::sources::server::PeerAddr>()
+                    .map(|p| p.0);
+                state.metrics.admin_auth_failed(peer, &path, reason);
                 let mut r = error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -160,12 +183,18 @@ async fn metrics(state: &AdminState) -> Reply {
     r
 }
 
-fn authorized(token: &SecretValue, headers: &header::HeaderMap) -> bool {
-    headers
+/// `Err("missing")` or `Err("wrong")` when the bearer token is not right.
+fn authorized(token: &SecretValue, headers: &header::HeaderMap) -> Result<(), &'static str> {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| token.ct_eq(given.trim().as_bytes()))
+        .ok_or("missing")?;
+    if token.ct_eq(given.trim().as_bytes()) {
+        Ok(())
+    } else {
+        Err("wrong")
+    }
 }
 
 /// `POST /v1/backfills` (`{"source", "since", "until"}`), `GET` and
@@ -227,15 +256,16 @@ async fn backfills(b: &Arc<crate::commands::backfill::Backfills>, req: Request<I
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Reply {
-    json(status, &serde_json::json!({"error": message, "kind": kind}))
+    error_with(status, kind, message, Value::Null)
 }
 
-/// Transform names: what can be a config reference and a metric label.
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+/// An error reply with more fields (those of `extra`, an object).
+fn error_with(status: StatusCode, kind: &str, message: &str, extra: Value) -> Reply {
+    let mut doc = serde_json::json!({"error": message, "kind": kind});
+    if let (Some(obj), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+        obj.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+    json(status, &doc)
 }
 
 async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incoming>) -> Reply {
@@ -324,7 +354,7 @@ async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incomin
             }
             match api.store.remove(name, &Which::Version(n)) {
                 Ok(v) => json(StatusCode::OK, &serde_json::json!({"removed": v})),
-                Err(e) => store_error(&e),
+                Err(e) => store_error(e),
             }
         }
         _ => error(
@@ -335,13 +365,16 @@ async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incomin
     }
 }
 
-fn store_error(e: &StoreError) -> Reply {
+fn store_error(e: StoreError) -> Reply {
+    let (status, kind, message) = store_refusal(e);
+    error(status, kind, &message)
+}
+
+fn store_refusal(e: StoreError) -> Refused {
     match e {
-        StoreError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
-        StoreError::InUse(m) => error(StatusCode::CONFLICT, "in_use", m),
-        StoreError::Io { .. } => {
-            error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string())
-        }
+        StoreError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+        StoreError::InUse(m) => (StatusCode::CONFLICT, "in_use", m),
+        e @ StoreError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()),
     }
 }
 
@@ -383,7 +416,7 @@ async fn upload(
     name: &str,
     req: Request<Incoming>,
 ) -> Reply {
-    if !valid_name(name) {
+    if !crate::store::valid_name(name) {
         return refuse(
             metrics,
             name,
@@ -460,22 +493,50 @@ async fn upload(
         }
     };
     let sha = crate::util::hex_sha256(&bytes);
+    // Without a test config, the component is checked with the config of
+    // every pipeline step that follows the name: what activation will use.
+    let (configs, checked_with) = if config.is_empty() {
+        let following: Vec<(String, Vec<(String, String)>)> = api
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.configs_for(name)
+                    .into_iter()
+                    .map(|c| (p.name.to_string(), c))
+            })
+            .collect();
+        if following.is_empty() {
+            (
+                vec![Vec::new()],
+                format!(
+                    "an empty config (no pipeline uses {name:?}; give --config KEY=VALUE to test one)"
+                ),
+            )
+        } else {
+            let names: Vec<&str> = following.iter().map(|(p, _)| p.as_str()).collect();
+            let with = format!("the config of pipeline(s) {}", names.join(", "));
+            (following.into_iter().map(|(_, c)| c).collect(), with)
+        }
+    } else {
+        (vec![config], "the given --config".to_string())
+    };
     let host = api.host.clone();
     let owned_name = name.to_string();
     let check_bytes = bytes.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        check(&host, &owned_name, &check_bytes, config, &samples)
+        check(&host, &owned_name, &check_bytes, &configs, &samples)
     })
     .await;
     match checked {
         Ok(Ok(())) => {}
-        Ok(Err((reason, message))) => {
-            return refuse(
-                metrics,
-                name,
+        Ok(Err(refusal)) => {
+            let message = format!("{} (checked with {checked_with})", refusal.message);
+            metrics.upload_rejected(name, refusal.reason, &message);
+            return error_with(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                reason,
+                refusal.reason,
                 &message,
+                serde_json::json!({"sample": refusal.sample}),
             );
         }
         Err(e) => {
@@ -490,30 +551,78 @@ async fn upload(
     }
     let version = match api.store.add(name, &bytes, &sha) {
         Ok(v) => v,
-        Err(e) => return store_error(&e),
+        Err(e) => return store_error(e),
     };
     metrics.transform_uploaded(name, version.version, &sha);
+    let mut answer = serde_json::json!({
+        "name": name,
+        "version": version.version,
+        "sha256": sha,
+        "size": version.size,
+        "checked_with": checked_with,
+    });
     if activate_after {
-        let r = activate(metrics, api, name, &Which::Version(version.version)).await;
-        if !r.status().is_success() {
-            return r;
+        match activate_version(metrics, api, name, &Which::Version(version.version)).await {
+            Ok(activated) => {
+                if let (Some(a), Some(obj)) = (activated.as_object(), answer.as_object_mut()) {
+                    for key in ["previous", "pipelines", "swap_ms", "warning"] {
+                        if let Some(v) = a.get(key) {
+                            obj.insert(key.into(), v.clone());
+                        }
+                    }
+                }
+            }
+            Err((status, kind, message)) => {
+                return error_with(
+                    status,
+                    kind,
+                    &format!(
+                        "stored as version {}; activation refused: {message}",
+                        version.version
+                    ),
+                    serde_json::json!({"version": version.version, "sha256": sha, "stored": true}),
+                );
+            }
         }
     }
     let active = api.store.get(name).and_then(|e| e.active) == Some(version.version);
-    json(
-        StatusCode::CREATED,
-        &serde_json::json!({"name": name, "version": version.version, "sha256": sha, "size": version.size, "active": active}),
-    )
+    if let Some(obj) = answer.as_object_mut() {
+        obj.insert("active".into(), active.into());
+    }
+    json(StatusCode::CREATED, &answer)
 }
 
-/// The upload checks, in order. `Err((reason, message))`.
+/// Why an upload check failed.
+struct CheckRefusal {
+    /// The `kind` (and metric reason).
+    reason: &'static str,
+    /// What happened.
+    message: String,
+    /// The 1-based number of the sample that failed, if one did.
+    sample: Option<usize>,
+}
+
+impl CheckRefusal {
+    fn new(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            sample: None,
+        }
+    }
+}
+
+/// The upload checks, in order: a component of the right world, that
+/// instantiates with each config, and runs every sample (with the first
+/// config) without error. A sample that traps is found by running them one
+/// at a time, as the gateway does with a batch.
 fn check(
     host: &WasmHost,
     name: &str,
     bytes: &[u8],
-    config: Vec<(String, String)>,
+    configs: &[Vec<(String, String)>],
     samples: &[Vec<u8>],
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), CheckRefusal> {
     let component = host.load(name, bytes).map_err(|e| {
         let reason = match &e {
             WasmError::NotWasm { .. } => "not_a_component",
@@ -522,16 +631,22 @@ fn check(
             WasmError::WrongWorld { .. } => "wrong_world",
             _ => "invalid_component",
         };
-        (reason, e.to_string())
+        CheckRefusal::new(reason, e.to_string())
     })?;
-    let mut worker = Worker::new(component, config).map_err(|e| {
-        let reason = match &e {
-            WasmError::Config { .. } => "config_rejected",
-            WasmError::Trap { .. } => "trap_at_init",
-            _ => "instantiate_failed",
-        };
-        (reason, e.to_string())
-    })?;
+    let mut workers = Vec::with_capacity(configs.len());
+    for config in configs {
+        workers.push(Worker::new(component.clone(), config.clone()).map_err(|e| {
+            let reason = match &e {
+                WasmError::Config { .. } => "config_rejected",
+                WasmError::Trap { .. } => "trap_at_init",
+                _ => "instantiate_failed",
+            };
+            CheckRefusal::new(reason, e.to_string())
+        })?);
+    }
+    let Some(worker) = workers.first_mut() else {
+        return Ok(());
+    };
     if samples.is_empty() {
         return Ok(());
     }
@@ -540,48 +655,75 @@ fn check(
         .iter()
         .map(|s| crate::wasm::input_record(s.clone(), "upload-check", &now, None))
         .collect();
-    let results = worker
-        .process(&inputs)
-        .map_err(|e| ("trap_on_sample", e.to_string()))?;
+    let results = match worker.process(&inputs) {
+        Ok(results) => results,
+        Err(e) if e.is_batch_failure() => {
+            for (i, input) in inputs.iter().enumerate() {
+                if let Err(e) = worker.process(std::slice::from_ref(input)) {
+                    return Err(CheckRefusal {
+                        reason: "trap_on_sample",
+                        message: format!("sample {} trapped: {e}", i + 1),
+                        sample: Some(i + 1),
+                    });
+                }
+            }
+            return Err(CheckRefusal::new("trap_on_sample", e.to_string()));
+        }
+        Err(e) => return Err(CheckRefusal::new("trap_on_sample", e.to_string())),
+    };
     for (i, r) in results.iter().enumerate() {
         if let Err(e) = r {
-            return Err((
-                "sample_failed",
-                format!(
+            return Err(CheckRefusal {
+                reason: "sample_failed",
+                message: format!(
                     "sample {} failed: {}: {}",
                     i + 1,
                     crate::wasm::error_kind_str(e.kind),
                     e.message
                 ),
-            ));
+                sample: Some(i + 1),
+            });
         }
     }
     Ok(())
 }
 
 async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Which) -> Reply {
+    match activate_version(metrics, api, name, which).await {
+        Ok(answer) => json(StatusCode::OK, &answer),
+        Err((status, kind, message)) => error(status, kind, &message),
+    }
+}
+
+/// A refused activation: status, kind, message.
+type Refused = (StatusCode, &'static str, String);
+
+/// Activates a stored version: compiles it once, checks that every
+/// following pipeline can instantiate it with its own config, and only
+/// then swaps them all. Refusals change nothing and are logged.
+async fn activate_version(
+    metrics: &Metrics,
+    api: &TransformsApi,
+    name: &str,
+    which: &Which,
+) -> Result<Value, Refused> {
     let started = std::time::Instant::now();
     let _serial = api.swap_lock.lock().await;
-    let Some(entry) = api.store.get(name) else {
-        return error(
+    let entry = api.store.get(name).ok_or_else(|| {
+        (
             StatusCode::NOT_FOUND,
             "not_found",
-            &format!("no transform named {name:?}"),
-        );
-    };
-    let Some(version) = entry.find(which).cloned() else {
-        return error(
+            format!("no transform named {name:?}"),
+        )
+    })?;
+    let version = entry.lookup(which).cloned().map_err(|why| {
+        (
             StatusCode::NOT_FOUND,
             "not_found",
-            &format!("transform {name:?} has no version {which:?}"),
-        );
-    };
-    let bytes = match api.store.blob(&version.sha256) {
-        Ok(b) => b,
-        Err(e) => return store_error(&e),
-    };
-    // Compile once, and check every following pipeline can instantiate it
-    // with its own config, before anything changes.
+            format!("transform {name:?}: {why}"),
+        )
+    })?;
+    let bytes = api.store.blob(&version.sha256).map_err(store_refusal)?;
     let host = api.host.clone();
     let pipelines = api.pipelines.clone();
     let owned = name.to_string();
@@ -598,25 +740,23 @@ async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Wh
         }
         Ok::<_, String>(prepared)
     })
-    .await;
-    let prepared = match prepared {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "activation_failed", &e),
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                &e.to_string(),
-            );
-        }
-    };
-    let previous = match api.store.activate(name, &Which::Version(version.version)) {
-        Ok((_, previous)) => previous,
-        Err(e) => return store_error(&e),
-    };
+    .await
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| {
+        metrics.activation_refused(name, version.version, &e);
+        (StatusCode::UNPROCESSABLE_ENTITY, "activation_failed", e)
+    })?;
+    let (_, previous) = api
+        .store
+        .activate(name, &Which::Version(version.version))
+        .map_err(store_refusal)?;
     let swapped: Vec<String> = prepared.iter().map(|(p, _)| p.name.to_string()).collect();
     for (p, swap) in prepared {
+        let was_waiting = p.waiting();
         p.commit_swap(swap);
+        for t in was_waiting.iter().filter(|t| !p.waiting().contains(t)) {
+            metrics.pipeline_waiting(&p.name, t, false);
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let previous_sha = previous.and_then(|v| {
@@ -631,17 +771,25 @@ async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Wh
         previous_sha.as_ref().map(|(v, s)| (*v, s.as_str())),
     );
     metrics.transform_swapped(name, version.version, swapped.len(), seconds);
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "name": name,
-            "version": version.version,
-            "sha256": version.sha256,
-            "previous": previous,
-            "pipelines": swapped,
-            "swap_ms": seconds * 1e3,
-        }),
-    )
+    let mut answer = serde_json::json!({
+        "name": name,
+        "version": version.version,
+        "sha256": version.sha256,
+        "previous": previous,
+        "pipelines": swapped,
+        // Tenths of a millisecond: more digits are noise.
+        "swap_ms": (seconds * 1e4).round() / 10.0,
+    });
+    if swapped.is_empty() {
+        metrics.activated_unfollowed(name, version.version);
+        if let Some(obj) = answer.as_object_mut() {
+            obj.insert(
+                "warning".into(),
+                format!("no pipeline of the config uses {name:?} (use = \"{name}\"): nothing runs this version").into(),
+            );
+        }
+    }
+    Ok(answer)
 }
 
 /// `application/x-www-form-urlencoded` pairs of a query string.
@@ -686,9 +834,11 @@ mod tests {
         assert_eq!(pairs[0], ("config".into(), "a=b".into()));
         assert_eq!(pairs[1].1, "{\"x\":1}");
         assert_eq!(pairs[3].1, "a b");
-        assert!(super::valid_name("ecs-jumpcloud.v2_x"));
+        assert!(crate::store::valid_name("ecs-jumpcloud.v2_x"));
         assert!(
-            !super::valid_name("a/b") && !super::valid_name("") && !super::valid_name("x@sha256:1")
+            !crate::store::valid_name("a/b")
+                && !crate::store::valid_name("")
+                && !crate::store::valid_name("x@sha256:1")
         );
     }
 }

@@ -22,6 +22,15 @@ pub fn find(name: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == name)
 }
 
+/// The built-ins' names, comma-separated.
+pub fn names() -> String {
+    BUILTINS
+        .iter()
+        .map(|b| b.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Why a transform reference could not be resolved or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -64,11 +73,7 @@ pub fn resolve(host: &WasmHost, reference: &str) -> Result<TransformComponent, R
         Some(b) => Ok(host.load(b.name, b.bytes)?),
         None => Err(ResolveError::Unknown {
             name: reference.to_string(),
-            known: BUILTINS
-                .iter()
-                .map(|b| b.name)
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: names(),
         }),
     }
 }

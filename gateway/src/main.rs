@@ -126,6 +126,24 @@ enum SpoolCommand {
 
 #[derive(Subcommand, Debug)]
 enum TransformCommand {
+    /// Create a transform crate NAME in the current folder: a transform
+    /// that compiles, a native test, sample records and a README.
+    New {
+        /// The transform (and crate) name, such as `my-mapper`.
+        name: String,
+        /// Create it in this folder instead of the current one.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Depend on the SDK in this folder.
+        #[arg(long, conflicts_with_all = ["sdk_git", "sdk_version"])]
+        sdk_path: Option<PathBuf>,
+        /// Depend on the SDK from this git repository.
+        #[arg(long, conflicts_with = "sdk_version")]
+        sdk_git: Option<String>,
+        /// Depend on this version of the SDK from the registry.
+        #[arg(long)]
+        sdk_version: Option<String>,
+    },
     /// List the built-in transforms with their sha256.
     List,
     /// Run newline-delimited records through a transform.
@@ -159,8 +177,17 @@ enum TransformCommand {
     Activate {
         /// The transform name.
         name: String,
-        /// The version number, or sha256:HEX.
+        /// The version number, or sha256:HEX (a unique prefix of 4 or more digits will do).
         version: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete an inactive version of NAME from a running gateway.
+    Delete {
+        /// The transform name.
+        name: String,
+        /// The version number.
+        version: u32,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -175,21 +202,31 @@ struct AdminArgs {
         default_value = "http://127.0.0.1:9464"
     )]
     admin_url: String,
-    /// The admin API's bearer token.
+    /// The admin API's bearer token (the gateway's `[admin] token`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// Extra CA (PEM) for an https admin listener.
     #[arg(long)]
     admin_ca: Option<PathBuf>,
 }
 
 impl AdminArgs {
-    fn target(&self) -> sluice::commands::admin_client::AdminTarget {
-        sluice::commands::admin_client::AdminTarget {
+    fn target(
+        &self,
+    ) -> Result<
+        sluice::commands::admin_client::AdminTarget,
+        sluice::commands::admin_client::AdminError,
+    > {
+        let token = self.token.clone().ok_or_else(|| {
+            sluice::commands::admin_client::AdminError::Client(
+                "no admin token: set SLUICE_ADMIN_TOKEN (or pass --token) to the gateway's [admin] token".into(),
+            )
+        })?;
+        Ok(sluice::commands::admin_client::AdminTarget {
             url: self.admin_url.clone(),
-            token: self.token.clone(),
+            token,
             ca_file: self.admin_ca.clone(),
-        }
+        })
     }
 }
 
@@ -237,10 +274,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     match cli.command {
+        Command::Transform(TransformCommand::New {
+            name,
+            dir,
+            sdk_path,
+            sdk_git,
+            sdk_version,
+        }) => new_transform(&name, &dir, sdk_path, sdk_git, sdk_version),
         Command::Transform(TransformCommand::List) => {
             let stdout = std::io::stdout();
             match transform::list(&mut stdout.lock()) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => fail(&anyhow::Error::from(e).context("cannot write the list")),
             }
         }
@@ -252,31 +297,25 @@ fn main() -> ExitCode {
             samples,
             activate,
             admin,
-        }) => {
-            let samples = match samples.map(std::fs::read_to_string).transpose() {
-                Ok(s) => s
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(str::to_string)
-                    .collect::<Vec<_>>(),
-                Err(e) => return fail(&anyhow::Error::from(e).context("cannot read --samples")),
-            };
-            admin_call(async move {
-                admin
-                    .target()
-                    .push(&name, &file, &config, &samples, activate)
-                    .await
-            })
-        }
+        }) => admin_call(async move {
+            admin
+                .target()?
+                .push(&name, &file, &config, samples.as_deref(), activate)
+                .await
+        }),
         Command::Transform(TransformCommand::Versions { name, admin }) => {
-            admin_call(async move { admin.target().versions(&name).await })
+            admin_call(async move { admin.target()?.versions(&name).await })
         }
         Command::Transform(TransformCommand::Activate {
             name,
             version,
             admin,
-        }) => admin_call(async move { admin.target().activate(&name, &version).await }),
+        }) => admin_call(async move { admin.target()?.activate(&name, &version).await }),
+        Command::Transform(TransformCommand::Delete {
+            name,
+            version,
+            admin,
+        }) => admin_call(async move { admin.target()?.delete(&name, version).await }),
         Command::Run { config } => run_gateway(&config),
         Command::Backfill {
             config,
@@ -290,14 +329,21 @@ fn main() -> ExitCode {
             prefix,
         } => {
             let p = sluice::commands::s3::policy(&bucket, &principal, prefix.as_deref());
-            println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            say(serde_json::to_string_pretty(&p).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Command::S3(S3Command::Test { config, sink }) => s3_test(&config, sink.as_deref()),
         Command::Spool(cmd) => spool_command(cmd),
         Command::Check { config } => match sluice::commands::check::check(&config) {
-            Ok(summary) => {
-                println!("{}: ok ({summary})", config.display());
+            Ok(report) => {
+                for warning in &report.warnings {
+                    eprintln!("sluice: warning: {warning}");
+                }
+                say(format_args!(
+                    "{}: ok ({})",
+                    config.display(),
+                    report.summary
+                ));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.into()),
@@ -317,9 +363,9 @@ fn spool_command(cmd: SpoolCommand) -> ExitCode {
     match cmd {
         SpoolCommand::List { .. } => match spool::list(&config) {
             Ok(sinks) => {
-                println!("sink\tconfigured\trecords\tbytes\tsegments\tdisk_bytes");
+                say("sink\tconfigured\trecords\tbytes\tsegments\tdisk_bytes");
                 for s in sinks {
-                    println!(
+                    say(format_args!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
                         s.sink,
                         if s.configured { "yes" } else { "no" },
@@ -327,7 +373,7 @@ fn spool_command(cmd: SpoolCommand) -> ExitCode {
                         s.bytes,
                         s.segments,
                         s.disk_bytes
-                    );
+                    ));
                 }
                 ExitCode::SUCCESS
             }
@@ -335,10 +381,10 @@ fn spool_command(cmd: SpoolCommand) -> ExitCode {
         },
         SpoolCommand::Drop { sink, .. } => match spool::drop_sink(&config, &sink) {
             Ok(s) => {
-                println!(
+                say(format_args!(
                     "dropped {} records ({} bytes) of sink {}",
                     s.records, s.bytes, s.sink
-                );
+                ));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.into()),
@@ -356,10 +402,10 @@ fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
             let mut ok = true;
             for r in results {
                 match r.outcome {
-                    Ok(object) => println!("{}: ok, wrote {object}", r.sink),
+                    Ok(object) => say(format_args!("{}: ok, wrote {object}", r.sink)),
                     Err(e) => {
                         ok = false;
-                        println!("{}: FAILED: {e}", r.sink);
+                        say(format_args!("{}: FAILED: {e}", r.sink));
                     }
                 }
             }
@@ -405,7 +451,10 @@ fn admin_call(
     };
     match runtime.block_on(call) {
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            say(serde_json::to_string_pretty(&v).unwrap_or_default());
+            if let Some(warning) = v["warning"].as_str() {
+                eprintln!("sluice: warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.into()),
@@ -452,7 +501,7 @@ fn run_backfill(
         ));
         return match result {
             Ok(s) => {
-                println!(
+                say(format_args!(
                     "backfill {source}: {} events spooled ({} received, {} duplicates) in {} requests, {:.1} s, {:.0} events/s; {} inside the running gateway, which delivers them (backfill {})",
                     s.events,
                     s.received,
@@ -462,7 +511,7 @@ fn run_backfill(
                     s.events as f64 / s.elapsed_secs.max(1e-3),
                     s.state,
                     s.id
-                );
+                ));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.into()),
@@ -477,7 +526,7 @@ fn run_backfill(
     ));
     match result {
         Ok(s) => {
-            println!(
+            say(format_args!(
                 "backfill {source}: {} events spooled ({} received, {} duplicates) in {} requests, {:.1} s, {:.0} events/s; {} records not yet delivered (sinks flushed in {:.1} s)",
                 s.stats.spooled,
                 s.stats.received,
@@ -487,7 +536,7 @@ fn run_backfill(
                 s.stats.spooled as f64 / s.elapsed.as_secs_f64().max(1e-3),
                 s.undelivered,
                 s.flush.as_secs_f64()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.into()),
@@ -553,6 +602,12 @@ fn run_transform(args: RunArgs) -> ExitCode {
     let _ = out.flush();
     drop(errors);
     match result {
+        // `sluice transform run … | head`: the reader has what it wanted.
+        Err(transform::RunError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
         Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
         Ok(summary) => {
             eprintln!(
@@ -560,6 +615,56 @@ fn run_transform(args: RunArgs) -> ExitCode {
                 summary.failed, summary.records
             );
             ExitCode::from(1)
+        }
+        Err(e) => fail(&e.into()),
+    }
+}
+
+/// Prints a line on stdout. A closed pipe (`sluice … | head`) ends the
+/// command quietly, as it does for other Unix tools, instead of panicking.
+fn say(text: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "sluice: error: cannot write to stdout: {e}"
+        );
+        std::process::exit(2);
+    }
+}
+
+fn new_transform(
+    name: &str,
+    dir: &std::path::Path,
+    sdk_path: Option<PathBuf>,
+    sdk_git: Option<String>,
+    sdk_version: Option<String>,
+) -> ExitCode {
+    use sluice::commands::scaffold::{self, SdkSource};
+    let sdk = match (sdk_path, sdk_git, sdk_version) {
+        (Some(p), _, _) => SdkSource::Path(std::path::absolute(&p).unwrap_or(p)),
+        (_, Some(url), _) => SdkSource::Git(url),
+        (_, _, Some(v)) => SdkSource::Version(v),
+        _ => SdkSource::default_for_this_build(),
+    };
+    match scaffold::create(dir, name, &sdk) {
+        Ok(made) => {
+            say(format_args!(
+                "created {} (sluice-sdk from {}). Next:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n\nThe component lands at {}/{}; its README has the run and push commands.",
+                made.dir.display(),
+                match &sdk {
+                    SdkSource::Path(p) => p.display().to_string(),
+                    SdkSource::Git(url) => url.clone(),
+                    SdkSource::Version(v) => format!("the registry, version {v}"),
+                },
+                made.dir.display(),
+                made.dir.display(),
+                made.component
+            ));
+            ExitCode::SUCCESS
         }
         Err(e) => fail(&e.into()),
     }

@@ -39,6 +39,8 @@ pub struct Metrics {
     uploads_rejected: IntCounterVec,
     sink_retries: IntCounterVec,
     sink_stopped: prometheus::IntGaugeVec,
+    pipeline_waiting: prometheus::IntGaugeVec,
+    admin_auth_failures: IntCounterVec,
     /// Sinks stopped for good, and why (for `/readyz`).
     stopped_sinks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
@@ -95,6 +97,8 @@ pub enum Rejection {
     Internal,
     /// The body did not arrive in time.
     Timeout,
+    /// A pipeline of the source waits for a transform to be uploaded.
+    WaitingForTransform,
 }
 
 impl Rejection {
@@ -110,6 +114,7 @@ impl Rejection {
             Rejection::NotFound => "not_found",
             Rejection::Internal => "internal",
             Rejection::Timeout => "timeout",
+            Rejection::WaitingForTransform => "waiting_for_transform",
         }
     }
 }
@@ -298,6 +303,18 @@ impl Metrics {
                 "1 when a sink stopped on an error an operator must fix; its records stay spooled.",
                 &["sink"],
             ),
+            pipeline_waiting: gauge_vec(
+                &r,
+                "sluice_pipeline_waiting",
+                "1 while a pipeline waits for a transform to be uploaded and activated; its sources answer 503.",
+                &["pipeline", "transform"],
+            ),
+            admin_auth_failures: counter(
+                &r,
+                "sluice_admin_auth_failures_total",
+                "Admin API requests refused for a missing or wrong bearer token.",
+                &["reason"],
+            ),
             stopped_sinks: std::sync::Arc::default(),
             registry: r,
         }
@@ -345,7 +362,7 @@ impl Metrics {
             Rejection::Internal | Rejection::DiskFull => {
                 tracing::error!(source, reason = reason.as_str(), detail, "push refused")
             }
-            Rejection::Backpressure => {
+            Rejection::Backpressure | Rejection::WaitingForTransform => {
                 tracing::warn!(source, reason = reason.as_str(), detail, "push refused")
             }
             _ => tracing::info!(source, reason = reason.as_str(), detail, "push refused"),
@@ -567,6 +584,56 @@ impl Metrics {
     /// A component was uploaded and stored.
     pub fn transform_uploaded(&self, transform: &str, version: u32, sha256: &str) {
         tracing::info!(transform, version, sha256, "transform uploaded");
+    }
+
+    /// A pipeline names a transform that is not uploaded yet (`waiting`
+    /// true, at start), or its first activation brought it up (false).
+    pub fn pipeline_waiting(&self, pipeline: &str, transform: &str, waiting: bool) {
+        self.pipeline_waiting
+            .with_label_values(&[pipeline, transform])
+            .set(i64::from(waiting));
+        if waiting {
+            tracing::warn!(
+                pipeline,
+                transform,
+                "pipeline waits for its transform: upload and activate it \
+                 (sluice transform push NAME FILE.wasm --activate); until then its sources answer 503"
+            );
+        } else {
+            tracing::info!(
+                pipeline,
+                transform,
+                "pipeline is up: its transform was activated"
+            );
+        }
+    }
+
+    /// An admin API request without the right bearer token. `reason` is
+    /// `missing` or `wrong`; the token given is never logged.
+    pub fn admin_auth_failed(&self, peer: Option<std::net::SocketAddr>, path: &str, reason: &str) {
+        self.admin_auth_failures.with_label_values(&[reason]).inc();
+        let peer = peer.map_or_else(|| "-".to_string(), |p| p.to_string());
+        tracing::warn!(peer, path, reason, "admin API: bearer token refused");
+    }
+
+    /// An activation was refused (a following pipeline cannot instantiate
+    /// the version); nothing changed.
+    pub fn activation_refused(&self, transform: &str, version: u32, detail: &str) {
+        tracing::warn!(
+            transform,
+            version,
+            detail,
+            "transform activation refused; the active version is unchanged"
+        );
+    }
+
+    /// A version was activated that no pipeline follows: nothing runs it.
+    pub fn activated_unfollowed(&self, transform: &str, version: u32) {
+        tracing::warn!(
+            transform,
+            version,
+            "transform activated, but no pipeline of the config uses it (use = \"NAME\"); nothing runs it"
+        );
     }
 
     /// An upload was refused; `reason` is a fixed label value.

@@ -19,8 +19,10 @@ use std::time::Instant;
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// The transform could not be found or loaded.
-    #[error("pipeline `{pipeline}`, transform `{transform}`: {source}")]
+    #[error("{at}: pipeline `{pipeline}`, transform `{transform}`: {source}")]
     Load {
+        /// Where the reference is: `file:line:column: \`key\``.
+        at: String,
         /// Pipeline.
         pipeline: String,
         /// Transform reference.
@@ -56,6 +58,18 @@ pub enum PipelineError {
         /// Why (never the value).
         message: String,
     },
+    /// The pipeline names a transform that is not uploaded yet; it runs
+    /// once a version is activated.
+    #[error(
+        "pipeline `{pipeline}` waits for transform `{transform}`: upload and activate it \
+         (sluice transform push {transform} FILE.wasm --activate)"
+    )]
+    Waiting {
+        /// Pipeline.
+        pipeline: String,
+        /// The transform it waits for.
+        transform: String,
+    },
     /// The transform rejected its config, or could not be instantiated.
     #[error("pipeline `{pipeline}`: {source}")]
     Instantiate {
@@ -70,7 +84,8 @@ pub enum PipelineError {
 #[derive(Debug, Clone)]
 struct Step {
     label: String,
-    component: TransformComponent,
+    /// `None` while the step waits for its transform to be uploaded.
+    component: Option<TransformComponent>,
     config: Vec<(String, String)>,
     policy: FailPolicy,
     /// The uploaded transform this step follows (it changes on activation),
@@ -138,6 +153,11 @@ impl Pipeline {
     /// # Errors
     ///
     /// [`PipelineError`].
+    ///
+    /// A step naming a transform that is neither a built-in nor uploaded
+    /// (a plain name, no pin, no path) does not fail: the pipeline is built
+    /// waiting for it (see [`Pipeline::waiting`]) and comes up on the
+    /// first activation of that name.
     pub fn build(
         name: &str,
         cfg: &PipelineConfig,
@@ -147,15 +167,25 @@ impl Pipeline {
         store: Option<&crate::store::Store>,
     ) -> Result<Self, PipelineError> {
         let mut steps = Vec::new();
-        for t in &cfg.transforms {
+        for (index, t) in cfg.transforms.iter().enumerate() {
+            let index = index.to_string();
             let load_err = |source| PipelineError::Load {
+                at: config.locate(&["pipelines", name, "transforms", &index, "use"]),
                 pipeline: name.into(),
                 transform: t.uses.clone(),
                 source: Box::new(source),
             };
             let (component, follows) =
-                resolve(&t.uses, t.sha256.as_deref(), config, host, store).map_err(load_err)?;
-            if let Some(pin) = &t.sha256
+                match resolve(&t.uses, t.sha256.as_deref(), config, host, store) {
+                    Ok((component, follows)) => (Some(component), follows),
+                    Err(crate::builtins::ResolveError::Unknown { .. })
+                        if can_wait_for(&t.uses, t.sha256.as_deref()) =>
+                    {
+                        (None, Some(t.uses.clone()))
+                    }
+                    Err(e) => return Err(load_err(e)),
+                };
+            if let (Some(pin), Some(component)) = (&t.sha256, &component)
                 && !pin.eq_ignore_ascii_case(component.sha256())
             {
                 return Err(PipelineError::PinMismatch {
@@ -209,10 +239,37 @@ impl Pipeline {
             idle: Mutex::new(Vec::new()),
             metrics,
         };
-        let current = pipeline.current();
-        let set = pipeline.new_worker_set(&current.steps)?;
-        pipeline.checkin(current.generation, set);
+        if pipeline.waiting().is_empty() {
+            let current = pipeline.current();
+            let set = pipeline.new_worker_set(&current.steps)?;
+            pipeline.checkin(current.generation, set);
+        }
         Ok(pipeline)
+    }
+
+    /// The transforms this pipeline waits for (named in the config, not
+    /// uploaded yet); empty once it runs.
+    pub fn waiting(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .current()
+            .steps
+            .iter()
+            .filter(|s| s.component.is_none())
+            .filter_map(|s| s.follows.clone())
+            .collect();
+        names.dedup();
+        names
+    }
+
+    /// The configs of the steps that follow `transform` (what an
+    /// activation of it will instantiate it with).
+    pub fn configs_for(&self, transform: &str) -> Vec<Vec<(String, String)>> {
+        self.current()
+            .steps
+            .iter()
+            .filter(|s| s.follows.as_deref() == Some(transform))
+            .map(|s| s.config.clone())
+            .collect()
     }
 
     fn current(&self) -> Arc<Steps> {
@@ -256,7 +313,7 @@ impl Pipeline {
             .iter_mut()
             .filter(|s| s.follows.as_deref() == Some(transform))
         {
-            step.component = component.clone();
+            step.component = Some(component.clone());
             Worker::new(component.clone(), step.config.clone()).map_err(|source| {
                 PipelineError::Instantiate {
                     pipeline: self.name.to_string(),
@@ -295,12 +352,19 @@ impl Pipeline {
     fn new_worker_set(&self, steps: &[Step]) -> Result<Vec<Worker>, PipelineError> {
         steps
             .iter()
-            .map(|s| Worker::new(s.component.clone(), s.config.clone()))
-            .collect::<Result<_, _>>()
-            .map_err(|source| PipelineError::Instantiate {
-                pipeline: self.name.to_string(),
-                source: Box::new(source),
+            .map(|s| {
+                let component = s.component.clone().ok_or_else(|| PipelineError::Waiting {
+                    pipeline: self.name.to_string(),
+                    transform: s.label.clone(),
+                })?;
+                Worker::new(component, s.config.clone()).map_err(|source| {
+                    PipelineError::Instantiate {
+                        pipeline: self.name.to_string(),
+                        source: Box::new(source),
+                    }
+                })
             })
+            .collect()
     }
 
     /// A worker set for the current generation, and that generation.
@@ -551,6 +615,25 @@ fn resolve(
         crate::builtins::resolve(host, uses)?,
         Some(uses.to_string()),
     ))
+}
+
+/// Whether a reference that resolves to nothing may wait to be uploaded:
+/// a plain transform name, not a path and not pinned to a digest.
+fn can_wait_for(uses: &str, pin: Option<&str>) -> bool {
+    pin.is_none()
+        && !uses.contains('/')
+        && !uses.ends_with(".wasm")
+        && !uses.contains("@sha256:")
+        && crate::store::valid_name(uses)
+}
+
+/// The first transform any of `pipelines` waits for, and that pipeline.
+/// Cheap when none waits (no allocation): sources ask on every request.
+pub fn first_waiting(pipelines: &[Arc<Pipeline>]) -> Option<(Arc<str>, String)> {
+    pipelines
+        .iter()
+        .filter(|p| p.current().steps.iter().any(|s| s.component.is_none()))
+        .find_map(|p| p.waiting().into_iter().next().map(|t| (p.name.clone(), t)))
 }
 
 /// Every sink the pipelines write to (data and dead letters), once each.

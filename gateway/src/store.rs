@@ -41,22 +41,77 @@ impl Entry {
             .and_then(|a| self.versions.iter().find(|v| v.version == a))
     }
 
-    /// A version by number or by sha256.
+    /// A version by number, or by its sha256 or a unique prefix of it.
     pub fn find(&self, which: &Which) -> Option<&Version> {
-        self.versions.iter().find(|v| match which {
-            Which::Version(n) => v.version == *n,
-            Which::Sha256(s) => v.sha256.eq_ignore_ascii_case(s),
-        })
+        self.lookup(which).ok()
+    }
+
+    /// Like [`Entry::find`], with the reason when there is no one version:
+    /// none has that number or digest, the prefix is too short, or it
+    /// matches several versions.
+    ///
+    /// # Errors
+    ///
+    /// The reason, as a sentence for the API's answer.
+    pub fn lookup(&self, which: &Which) -> Result<&Version, String> {
+        let prefix = match which {
+            Which::Version(n) => {
+                return self
+                    .versions
+                    .iter()
+                    .find(|v| v.version == *n)
+                    .ok_or_else(|| format!("there is no {which}"));
+            }
+            Which::Sha256(s) => s.trim_end_matches(['…', '.']).to_ascii_lowercase(),
+        };
+        if prefix.len() < MIN_SHA256_PREFIX || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{prefix:?} is not a sha256: give the hex digest, or at least its first {MIN_SHA256_PREFIX} digits"
+            ));
+        }
+        let mut matches = self
+            .versions
+            .iter()
+            .filter(|v| v.sha256.starts_with(&prefix));
+        match (matches.next(), matches.next()) {
+            (Some(v), None) => Ok(v),
+            (None, _) => Err(format!("there is no version with sha256 {prefix}…")),
+            (Some(a), Some(b)) => Err(format!(
+                "sha256 {prefix}… matches versions {} and {}: give more digits",
+                a.version, b.version
+            )),
+        }
     }
 }
+
+/// Transform names: what can be a config reference and a metric label.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The shortest sha256 prefix accepted where a version is named.
+pub const MIN_SHA256_PREFIX: usize = 4;
 
 /// A version, named by number or by content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Which {
     /// Version number.
     Version(u32),
-    /// sha256 (hex).
+    /// sha256 (hex), whole or a unique prefix of at least
+    /// [`MIN_SHA256_PREFIX`] digits.
     Sha256(String),
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Which::Version(n) => write!(f, "version {n}"),
+            Which::Sha256(s) => write!(f, "version with sha256 {s}"),
+        }
+    }
 }
 
 /// Store failures.
@@ -251,9 +306,10 @@ fn lookup<'a>(
     let entry = index
         .get(name)
         .ok_or_else(|| StoreError::NotFound(format!("no transform named {name:?}")))?;
-    let v = entry.find(which).cloned().ok_or_else(|| {
-        StoreError::NotFound(format!("transform {name:?} has no version {which:?}"))
-    })?;
+    let v = entry
+        .lookup(which)
+        .cloned()
+        .map_err(|why| StoreError::NotFound(format!("transform {name:?}: {why}")))?;
     Ok((entry, v))
 }
 

@@ -110,7 +110,7 @@ pub mod bindings {
     #![allow(unsafe_code, reason = "generated canonical-ABI glue")]
 
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "transform-world",
         pub_export_macro: true,
         export_macro_name: "__export_transform_world",

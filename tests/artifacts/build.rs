@@ -12,7 +12,6 @@ fn main() {
     let root = manifest_dir.join("../..").canonicalize().unwrap();
     let guests = sluice_guest_build::discover(&root.join("tests/guests"));
     let watch = [
-        root.join("wit"),
         root.join("guest-sdk"),
         // Workspace dependencies' features (serde_json's, say) change the
         // guests' code without changing the lock.

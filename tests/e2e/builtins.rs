@@ -164,11 +164,19 @@ fn redact_masks_and_hashes_the_example_events() {
             assert_eq!(out["username"].as_str().unwrap().len(), 64, "hashed: {out}");
             assert_ne!(out["username"], user);
         }
+        if let Some(email) = input["initiated_by"]["email"].as_str() {
+            assert!(!run.stdout.contains(email), "{email} left in the clear");
+            assert_eq!(out["initiated_by"]["email"], "***@example.com", "{out}");
+        }
         assert_eq!(
             out["event_type"], input["event_type"],
             "the rest is untouched"
         );
     }
+    assert!(
+        examples.contains("@example.com"),
+        "the example events carry emails, so this example shows masking"
+    );
 }
 
 #[test]

@@ -66,13 +66,17 @@ mod hostile {
     }
 
     #[test]
-    fn panic_is_a_trap_with_the_panic_message_and_fails_only_its_batch() {
+    fn panic_is_a_trap_with_the_panic_message_and_fails_only_its_record() {
         let run = hostile("trap", &["--batch", "3"], "a\nboom\nc\nd\n");
         assert_eq!(run.code, 1);
-        assert_eq!(run.stdout, "d\n", "only the batch after the trap survives");
+        assert_eq!(
+            run.stdout, "a\nc\nd\n",
+            "the failed batch is retried one record at a time: its good records survive"
+        );
         let errors = run.error_lines();
         let lines: Vec<u64> = errors.iter().map(|e| e["line"].as_u64().unwrap()).collect();
-        assert_eq!(lines, [1, 2, 3]);
+        assert_eq!(lines, [2], "only the line that trapped is reported");
+        assert_eq!(errors[0]["error"]["kind"], "trap");
         let msg = errors[0]["error"]["message"].as_str().unwrap();
         assert!(msg.starts_with("transform `hostile` trapped: "), "{msg}");
         assert!(

@@ -4,6 +4,7 @@
 //! pattern), so the heavy dependency graph links once.
 
 mod admin;
+mod authoring;
 mod builtins;
 mod cli;
 mod durability;

@@ -1308,3 +1308,55 @@ async fn an_interrupted_backfill_resumes_where_it_stopped() {
     assert!(reqs[4].0["search_after"].is_null(), "{}", reqs[4].0);
     assert_once(&dir.path().join("out"), 3000);
 }
+
+/// A poller whose pipeline names a transform that is not uploaded yet does
+/// not poll (the events stay at the API, the cursor where it was) until the
+/// first activation, which brings it up with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_waits_for_its_transform_and_starts_on_the_first_activation() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    state.add((0..4).map(|i| (format!("w{i}"), at.clone(), "directory".to_string())));
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let cfg = jc_config(&stub, &ago(3600), "", FAST_SINK)
+        .replace("use = \"ecs-jumpcloud\"", "use = \"mapper\"")
+        .replace(
+            "[admin]\naddress = \"127.0.0.1:0\"",
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"admin-secret\"",
+        );
+    assert!(cfg.contains("use = \"mapper\"") && cfg.contains("token = \"admin-secret\""));
+    let gw = Gateway::start(dir.path(), &cfg);
+    // Three poll intervals pass with the pipeline waiting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        state.event_requests(),
+        0,
+        "no poll while the pipeline waits"
+    );
+    assert_eq!(gw.admin_get("/readyz").await.0, 503);
+    assert!(delivered(&dir.path().join("out")).is_empty());
+
+    let component = std::fs::read(sluice_test_artifacts::TAGGER_A_COMPONENT).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let head = format!(
+        "PUT /v1/transforms/mapper?activate=true HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer admin-secret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        component.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&component).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let lines = wait_delivered(&dir.path().join("out"), 4).await;
+    for (_, line) in &lines {
+        assert!(
+            line.contains("\"tag\":\"a\""),
+            "ran the activated transform: {line}"
+        );
+    }
+    assert!(state.event_requests() > 0);
+    assert_eq!(gw.admin_get("/readyz").await.0, 200);
+}

@@ -1,5 +1,6 @@
-//! The admin API from the CLI: `sluice transform push|versions|activate`,
-//! and `sluice backfill` beside a running gateway.
+//! The admin API from the CLI: `sluice transform
+//! push|versions|activate|delete`, and `sluice backfill` beside a running
+//! gateway.
 
 use crate::http_client::{HttpClient, HttpError};
 use hyper::Method;
@@ -19,13 +20,18 @@ pub enum AdminError {
         source: HttpError,
     },
     /// The API refused the call.
-    #[error("{status}: {message}")]
+    #[error("{message} (HTTP {status})")]
     Refused {
         /// HTTP status.
         status: u16,
         /// The API's error text.
         message: String,
+        /// The 1-based number of the upload sample that failed, if one did.
+        sample: Option<usize>,
     },
+    /// The call could not be made as given, or its answer not understood.
+    #[error("{0}")]
+    Client(String),
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -64,10 +70,7 @@ impl AdminTarget {
             .map_err(http)?
             .allow_loopback_http();
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| {
-            AdminError::Refused {
-                status: 0,
-                message: "the token is not a valid header value".into(),
-            }
+            AdminError::Client("the admin token is not a valid header value".into())
         })?;
         auth.set_sensitive(true);
         let headers: Vec<(HeaderName, HeaderValue)> = vec![
@@ -87,11 +90,16 @@ impl AdminTarget {
             Err(AdminError::Refused {
                 status: resp.status.as_u16(),
                 message: value["error"].as_str().unwrap_or("refused").to_string(),
+                sample: value["sample"]
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok()),
             })
         }
     }
 
-    /// Uploads a component as the next version of `name`.
+    /// Uploads a component as the next version of `name`. `samples` is a
+    /// JSON lines file of records it must process; a refusal that names a
+    /// sample is reported at its line of that file.
     ///
     /// # Errors
     ///
@@ -101,24 +109,71 @@ impl AdminTarget {
         name: &str,
         file: &Path,
         config: &[(String, String)],
-        samples: &[String],
+        samples_file: Option<&Path>,
         activate: bool,
     ) -> Result<serde_json::Value, AdminError> {
-        let bytes = std::fs::read(file).map_err(|source| AdminError::Read {
-            path: file.display().to_string(),
-            source,
-        })?;
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| AdminError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let bytes = read(file)?;
+        // (line number, record) of each non-blank line.
+        let samples: Vec<(usize, String)> = match samples_file {
+            Some(path) => String::from_utf8_lossy(&read(path)?)
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| (i + 1, l.to_string()))
+                .collect(),
+            None => Vec::new(),
+        };
         let mut query: Vec<String> = config
             .iter()
             .map(|(k, v)| format!("config={}", encode(&format!("{k}={v}"))))
             .collect();
-        query.extend(samples.iter().map(|s| format!("sample={}", encode(s))));
+        query.extend(samples.iter().map(|(_, s)| format!("sample={}", encode(s))));
         if activate {
             query.push("activate=true".into());
         }
         let path = format!("/v1/transforms/{name}?{}", query.join("&"));
-        self.call(Method::PUT, &path, Some(bytes), "application/wasm")
+        match self
+            .call(Method::PUT, &path, Some(bytes), "application/wasm")
             .await
+        {
+            Err(AdminError::Refused {
+                status,
+                message,
+                sample: Some(n),
+            }) => {
+                let at = match (samples_file, samples.get(n.wrapping_sub(1))) {
+                    (Some(file), Some((line, _))) => format!("{}:{line}: ", file.display()),
+                    _ => String::new(),
+                };
+                Err(AdminError::Refused {
+                    status,
+                    message: format!("{at}{message}"),
+                    sample: Some(n),
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Deletes an inactive version of `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`].
+    pub async fn delete(&self, name: &str, version: u32) -> Result<serde_json::Value, AdminError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/transforms/{name}/versions/{version}"),
+            None,
+            "application/json",
+        )
+        .await
     }
 
     /// Lists a name's versions.
@@ -147,10 +202,9 @@ impl AdminTarget {
             None => match which.parse::<u64>() {
                 Ok(n) => serde_json::json!({"version": n}),
                 Err(_) => {
-                    return Err(AdminError::Refused {
-                        status: 0,
-                        message: format!("{which:?}: give a version number or sha256:<hex>"),
-                    });
+                    return Err(AdminError::Client(format!(
+                        "{which:?}: give a version number or sha256:<hex> (a unique prefix of at least 4 digits will do)"
+                    )));
                 }
             },
         };
@@ -164,7 +218,6 @@ impl AdminTarget {
     }
 }
 
-/// Percent-encodes a query value.
 impl AdminTarget {
     /// Starts a backfill inside the gateway (`POST /v1/backfills`).
     ///
@@ -218,6 +271,7 @@ impl AdminTarget {
     }
 }
 
+/// Percent-encodes a query value.
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {

@@ -16,6 +16,7 @@ use super::admin_client::{AdminError, AdminTarget};
 use super::run::{Core, Pollers, RunError};
 use crate::config::Config;
 use crate::metrics::CycleStats;
+use crate::pipeline::PipelineError;
 use crate::sources::poller::{PollCtx, PollError, Poller, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -136,6 +137,15 @@ pub async fn backfill(
         return Err(BackfillError::NotAPoller(source.to_string()));
     };
     let mut ctx = core.pollers.ctx(source, checkpoint_key(source, &window));
+    if let Some((pipeline, transform)) = crate::pipeline::first_waiting(&ctx.pipelines) {
+        core.stop().await;
+        return Err(BackfillError::Run(RunError::Pipeline(
+            PipelineError::Waiting {
+                pipeline: pipeline.to_string(),
+                transform,
+            },
+        )));
+    }
     let started = Instant::now();
     let bar = Arc::new(Mutex::new(Progress::new(None)));
     let b = bar.clone();
@@ -425,12 +435,8 @@ pub async fn through_gateway(
 }
 
 fn from_json(v: serde_json::Value) -> Result<Status, BackfillError> {
-    serde_json::from_value(v).map_err(|e| {
-        BackfillError::Gateway(AdminError::Refused {
-            status: 0,
-            message: format!("unexpected answer: {e}"),
-        })
-    })
+    serde_json::from_value(v)
+        .map_err(|e| BackfillError::Gateway(AdminError::Client(format!("unexpected answer: {e}"))))
 }
 
 /// The progress line: events, pages, rate, and percent and ETA when the

@@ -7,16 +7,26 @@ use crate::pipeline::Pipeline;
 use crate::wasm::{HostConfig, WasmHost};
 use std::path::Path;
 
+/// What `check` found: a one-line summary, and warnings that do not stop
+/// `sluice run` (each located in the file).
+#[derive(Debug)]
+pub struct Report {
+    /// Listeners, sources, pipelines and sinks counted.
+    pub summary: String,
+    /// Things to know before starting, such as a pipeline that will wait
+    /// for a transform to be uploaded.
+    pub warnings: Vec<String>,
+}
+
 /// Loads and validates the config, resolves its secrets, and loads every
 /// transform (checking `sha256` pins and that each accepts its config).
-/// Returns a one-line summary.
 ///
 /// # Errors
 ///
 /// The first step that fails, as a [`super::run::RunError`].
-pub fn check(path: &Path) -> Result<String, super::run::RunError> {
+pub fn check(path: &Path) -> Result<Report, super::run::RunError> {
     let config = Config::load(path)?;
-    config.resolve_secrets()?;
+    let secrets = config.resolve_secrets()?;
     let host = WasmHost::new(HostConfig {
         deadline: std::time::Duration::from_millis(config.limits.transform_deadline_ms),
         memory_cap: (config.limits.transform_memory_mib as usize) << 20,
@@ -34,14 +44,62 @@ pub fn check(path: &Path) -> Result<String, super::run::RunError> {
     } else {
         None
     };
+    let mut warnings = Vec::new();
     for (name, p) in &config.pipelines {
-        Pipeline::build(name, p, &config, &host, metrics.clone(), store.as_ref())?;
+        let built = Pipeline::build(name, p, &config, &host, metrics.clone(), store.as_ref())?;
+        for transform in built.waiting() {
+            if secrets.admin_token.is_none() {
+                return Err(super::run::nothing_can_upload(&config, name, &transform));
+            }
+            let similar = crate::builtins::BUILTINS
+                .iter()
+                .find(|b| edit_distance(b.name, &transform) <= 2)
+                .map(|b| format!(" (did you mean the built-in `{}`?)", b.name))
+                .unwrap_or_default();
+            warnings.push(format!(
+                "{}: `{transform}` is not a built-in and not uploaded yet{similar}: sluice run starts, \
+                 and pipeline `{name}` waits (its sources answer 503, pollers do not poll) until \
+                 `sluice transform push {transform} FILE.wasm --activate`",
+                super::run::use_location(&config, name, &transform)
+            ));
+        }
     }
-    Ok(format!(
-        "{} listeners, {} sources, {} pipelines, {} sinks",
-        config.listeners.len(),
-        config.sources.len(),
-        config.pipelines.len(),
-        config.sinks.len()
-    ))
+    Ok(Report {
+        summary: format!(
+            "{} listeners, {} sources, {} pipelines, {} sinks",
+            config.listeners.len(),
+            config.sources.len(),
+            config.pipelines.len(),
+            config.sinks.len()
+        ),
+        warnings,
+    })
+}
+
+/// Levenshtein distance, to suggest a built-in for a mistyped name.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(super::edit_distance("ecs-jumpcloud", "ecs-jumpcloud"), 0);
+        assert_eq!(super::edit_distance("ecs-jumpclod", "ecs-jumpcloud"), 1);
+        assert_eq!(super::edit_distance("ecs-jupmcloud", "ecs-jumpcloud"), 2);
+        assert_eq!(super::edit_distance("", "abc"), 3);
+        assert_eq!(super::edit_distance("my-mapper", "redact"), 8);
+    }
 }

@@ -6,5 +6,6 @@ pub mod backfill;
 pub mod check;
 pub mod run;
 pub mod s3;
+pub mod scaffold;
 pub mod spool;
 pub mod transform;

@@ -68,6 +68,22 @@ pub enum RunError {
     /// The transform store could not be opened.
     #[error("{0}")]
     Store(String),
+    /// A pipeline waits for a transform that nothing could upload.
+    #[error(
+        "{at}: pipeline `{pipeline}` names transform `{transform}`, which is neither a built-in \
+         ({builtins}) nor uploaded, and the admin API that would upload it is off: set [admin] token \
+         and run `sluice transform push {transform} FILE.wasm --activate`, or fix the name"
+    )]
+    NothingCanUpload {
+        /// Where the reference is.
+        at: String,
+        /// Pipeline.
+        pipeline: String,
+        /// The transform.
+        transform: String,
+        /// The built-in names.
+        builtins: String,
+    },
     /// A poller could not be set up.
     #[error("source `{source_name}`: {message}")]
     Poller {
@@ -175,6 +191,33 @@ impl Pollers {
     }
 }
 
+/// Where pipeline `pipeline` names `transform`: `file:line:column: \`key\``.
+pub(crate) fn use_location(config: &Config, pipeline: &str, transform: &str) -> String {
+    let index = config.pipelines.get(pipeline).map_or(0, |p| {
+        p.transforms
+            .iter()
+            .position(|t| t.uses == transform)
+            .unwrap_or(0)
+    });
+    config.locate(&[
+        "pipelines",
+        pipeline,
+        "transforms",
+        &index.to_string(),
+        "use",
+    ])
+}
+
+/// The error for a pipeline that waits for `transform` with no admin API.
+pub(crate) fn nothing_can_upload(config: &Config, pipeline: &str, transform: &str) -> RunError {
+    RunError::NothingCanUpload {
+        at: use_location(config, pipeline, transform),
+        pipeline: pipeline.into(),
+        transform: transform.into(),
+        builtins: crate::builtins::names(),
+    }
+}
+
 impl Core {
     /// Opens the spool, loads and pins every transform, starts the sinks.
     pub(crate) async fn start(config: &Config) -> Result<Self, RunError> {
@@ -248,6 +291,12 @@ impl Core {
         let mut pipelines: HashMap<String, Vec<Arc<Pipeline>>> = HashMap::new();
         for (name, p) in &config.pipelines {
             let built = Pipeline::build(name, p, config, &host, metrics.clone(), Some(&store))?;
+            for transform in built.waiting() {
+                if secrets.admin_token.is_none() {
+                    return Err(nothing_can_upload(config, name, &transform));
+                }
+                metrics.pipeline_waiting(name, &transform, true);
+            }
             pipelines
                 .entry(p.source.clone())
                 .or_default()

@@ -169,8 +169,25 @@ fn process_batch(
     };
     let results = match worker.process(batch) {
         Ok(results) => results,
+        // One record made the whole call fail (a trap, the deadline, the
+        // memory cap): find it by going one at a time, as the gateway
+        // does, so only that line is reported (the worker has already
+        // replaced its instance).
+        Err(e) if e.is_batch_failure() && batch.len() > 1 => {
+            for (record, line) in batch.iter().zip(lines) {
+                process_batch(
+                    worker,
+                    std::slice::from_ref(record),
+                    std::slice::from_ref(line),
+                    encoder,
+                    summary,
+                    out,
+                    errors,
+                )?;
+            }
+            return Ok(());
+        }
         Err(e) if e.is_batch_failure() => {
-            // The whole batch failed; say so for each of its records.
             let kind = match &e {
                 WasmError::Trap {
                     cause: wasm::TrapCause::Deadline { .. },

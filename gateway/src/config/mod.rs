@@ -84,6 +84,21 @@ pub struct Config {
     /// The config file itself, for error messages.
     #[serde(skip)]
     pub file: PathBuf,
+    /// The config's text, to locate keys in errors found after loading
+    /// (a transform that cannot be loaded, say).
+    #[serde(skip)]
+    text: SourceText,
+}
+
+/// A config file's text. Its `Debug` shows only the length: the text may
+/// hold literal secrets.
+#[derive(Clone, Default)]
+struct SourceText(std::sync::Arc<str>);
+
+impl std::fmt::Debug for SourceText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceText({} bytes)", self.0.len())
+    }
 }
 
 /// The admin listener: metrics, health, and the transforms API. Plain
@@ -520,7 +535,16 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         config.file = path.to_path_buf();
+        config.text = SourceText(text.into());
         Ok(config)
+    }
+
+    /// Where a key is, as `file:line:column: \`key\``, for errors found
+    /// after loading. The line is the nearest existing part of the path.
+    pub fn locate(&self, path: &[&str]) -> String {
+        let path: Vec<String> = path.iter().map(|s| (*s).to_string()).collect();
+        let issue = locate_one(&locate::Locator::new(&self.text.0), &self.file, path, "");
+        issue.to_string().trim_end_matches(": ").to_string()
     }
 
     /// Parses TOML text (syntax and types only).
@@ -897,19 +921,26 @@ fn locate_all(file: &Path, text: &str, issues: Vec<Invalid>) -> Vec<ConfigIssue>
     let locator = locate::Locator::new(text);
     issues
         .into_iter()
-        .map(|i| {
-            let (line, column) = locator
-                .span_of(&i.path)
-                .map_or((1, 1), |s| locator.line_col(s.start));
-            ConfigIssue {
-                file: file.to_path_buf(),
-                line,
-                column,
-                key: locate::dotted(&i.path),
-                message: i.message,
-            }
-        })
+        .map(|i| locate_one(&locator, file, i.path, &i.message))
         .collect()
+}
+
+fn locate_one(
+    locator: &locate::Locator<'_>,
+    file: &Path,
+    path: Vec<String>,
+    message: &str,
+) -> ConfigIssue {
+    let (line, column) = locator
+        .span_of(&path)
+        .map_or((1, 1), |s| locator.line_col(s.start));
+    ConfigIssue {
+        file: file.to_path_buf(),
+        line,
+        column,
+        key: locate::dotted(&path),
+        message: message.to_string(),
+    }
 }
 
 /// Checks a route or name that ends up in object keys.

@@ -559,6 +559,14 @@ impl Poller {
 /// each cycle's statistics.
 pub async fn run_loop(mut ctx: PollCtx, interval: Duration, poller: Poller) {
     loop {
+        // A pipeline that waits for its transform to be uploaded could not
+        // take a page: the API is not polled (its events stay there, and
+        // the cursor where it was) until the transform is activated.
+        while crate::pipeline::first_waiting(&ctx.pipelines).is_some() {
+            if ctx.sleep(Duration::from_secs(1)).await.is_err() {
+                return;
+            }
+        }
         let started = std::time::Instant::now();
         let mut stats = CycleStats::default();
         let result = poller.cycle(&mut ctx, &mut stats, None).await;

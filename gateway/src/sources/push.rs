@@ -211,6 +211,18 @@ async fn accept(
     let (parts, body) = req.into_parts();
     check_credentials(&source.auth, &parts.headers)?;
     let cfg = &source.config;
+    if let Some((pipeline, transform)) = crate::pipeline::first_waiting(&source.pipelines) {
+        let mut r = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::WaitingForTransform,
+            format!(
+                "pipeline `{pipeline}` waits for transform `{transform}` to be uploaded and activated; retry later"
+            ),
+        );
+        r.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(cfg.retry_after_secs)));
+        return Err(r);
+    }
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

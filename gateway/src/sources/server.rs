@@ -146,6 +146,11 @@ impl Drop for InFlight {
     }
 }
 
+/// The client's address, in every request's extensions (for log lines
+/// about refused requests).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Serves `handler` on `listener` until `shutdown` turns true, then stops
 /// accepting and lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
 pub async fn serve<H, F>(
@@ -194,7 +199,8 @@ pub async fn serve<H, F>(
         let activity = Activity::new();
         let handler = handler.clone();
         let counted = activity.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
             let handler = handler.clone();
             let in_flight = InFlight::new(&counted);
             async move {

@@ -36,10 +36,10 @@ use wasmtime_wasi::{
 
 pub use bindings::sluice::transform::types::{ErrorKind, InputRecord, OutputRecord, RecordError};
 
-/// Host-side bindings generated from `wit/transform.wit`.
+/// Host-side bindings generated from `guest-sdk/wit/transform.wit`.
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../guest-sdk/wit",
         world: "transform-world",
     });
 }

@@ -4,7 +4,7 @@
 #![allow(unsafe_code, reason = "generated canonical-ABI glue")]
 
 wit_bindgen::generate!({
-    path: ["../../../wit", "wit"],
+    path: ["../../../guest-sdk/wit", "wit"],
     world: "test:smuggler/smuggler",
     generate_all,
 });
