@@ -169,7 +169,8 @@ async fn metrics(state: &AdminState) -> Reply {
             let age = log
                 .oldest_ms()
                 .map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0);
-            metrics.spool_depth(sink, records, bytes, age);
+            let over = spool.admission(&[sink.into()], 0, 0).is_err();
+            metrics.spool_depth(sink, records, bytes, age, over);
         }
         metrics.render()
     })

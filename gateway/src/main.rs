@@ -344,6 +344,9 @@ fn main() -> ExitCode {
                     config.display(),
                     report.summary
                 ));
+                for line in &report.graph {
+                    say(format_args!("  {line}"));
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.into()),

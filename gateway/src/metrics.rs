@@ -41,6 +41,8 @@ pub struct Metrics {
     sink_stopped: prometheus::IntGaugeVec,
     pipeline_waiting: prometheus::IntGaugeVec,
     admin_auth_failures: IntCounterVec,
+    spool_over_high_water: prometheus::IntGaugeVec,
+    poller_cursor: prometheus::GaugeVec,
     /// Sinks stopped for good, and why (for `/readyz`).
     stopped_sinks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
@@ -315,6 +317,24 @@ impl Metrics {
                 "Admin API requests refused for a missing or wrong bearer token.",
                 &["reason"],
             ),
+            spool_over_high_water: gauge_vec(
+                &r,
+                "sluice_spool_over_high_water",
+                "1 while a sink's backlog is over its spool budget's high-water mark: its sources answer 503 and pollers wait.",
+                &["sink"],
+            ),
+            poller_cursor: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "sluice_poller_cursor_timestamp_seconds",
+                        "The newest event time a poller has spooled (its cursor), as a Unix time; time() minus it is the poller's lag.",
+                    ),
+                    &["source"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             stopped_sinks: std::sync::Arc::default(),
             registry: r,
         }
@@ -469,7 +489,7 @@ impl Metrics {
             c.with_label_values(&[sink]);
         }
         self.sink_stopped.with_label_values(&[sink]).set(0);
-        self.spool_depth(sink, 0, 0, 0.0);
+        self.spool_depth(sink, 0, 0, 0.0, false);
     }
 
     /// Creates a configured source's series at zero (see
@@ -491,8 +511,19 @@ impl Metrics {
         }
     }
 
-    /// A sink's backlog, as a scrape reads it.
-    pub fn spool_depth(&self, sink: &str, records: u64, bytes: u64, oldest_age_secs: f64) {
+    /// A sink's backlog, as a scrape reads it; `over_high_water` when its
+    /// sources are being turned away.
+    pub fn spool_depth(
+        &self,
+        sink: &str,
+        records: u64,
+        bytes: u64,
+        oldest_age_secs: f64,
+        over_high_water: bool,
+    ) {
+        self.spool_over_high_water
+            .with_label_values(&[sink])
+            .set(i64::from(over_high_water));
         self.spool_records
             .with_label_values(&[sink])
             .set(records as i64);
@@ -665,6 +696,12 @@ impl Metrics {
         self.poller_requests
             .with_label_values(&[source, outcome])
             .inc();
+    }
+
+    /// A poller's cursor moved to `seconds` (Unix time of the newest event
+    /// spooled).
+    pub fn poll_cursor(&self, source: &str, seconds: f64) {
+        self.poller_cursor.with_label_values(&[source]).set(seconds);
     }
 
     /// A page was committed.

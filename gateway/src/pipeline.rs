@@ -261,6 +261,21 @@ impl Pipeline {
         names
     }
 
+    /// Each step's transform and the sha256 it runs (`None` while it waits
+    /// for its first upload), in order.
+    pub fn steps(&self) -> Vec<(String, Option<String>)> {
+        self.current()
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.label.clone(),
+                    s.component.as_ref().map(|c| c.sha256().to_string()),
+                )
+            })
+            .collect()
+    }
+
     /// The configs of the steps that follow `transform` (what an
     /// activation of it will instantiate it with).
     pub fn configs_for(&self, transform: &str) -> Vec<Vec<(String, String)>> {

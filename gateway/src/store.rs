@@ -341,17 +341,21 @@ mod tests {
     fn versions_activate_remove_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let v1 = store.add("t", b"one", "aa").unwrap();
-        let v2 = store.add("t", b"two", "bb").unwrap();
+        let (aa, bb) = ("aa".repeat(32), "bb".repeat(32));
+        let v1 = store.add("t", b"one", &aa).unwrap();
+        let v2 = store.add("t", b"two", &bb).unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));
         assert_eq!(
-            store.add("t", b"one", "aa").unwrap().version,
+            store.add("t", b"one", &aa).unwrap().version,
             1,
             "same bytes, same version"
         );
         assert_eq!(store.activate("t", &Which::Version(2)).unwrap().1, None);
         assert_eq!(
-            store.activate("t", &Which::Sha256("AA".into())).unwrap().1,
+            store
+                .activate("t", &Which::Sha256(aa.to_ascii_uppercase()))
+                .unwrap()
+                .1,
             Some(2),
             "rollback by sha"
         );
@@ -359,17 +363,56 @@ mod tests {
             store.remove("t", &Which::Version(1)),
             Err(StoreError::InUse(_))
         ));
-        assert_eq!(store.remove("t", &Which::Version(2)).unwrap().sha256, "bb");
-        assert!(store.blob("bb").is_err(), "an unused blob is removed");
+        assert_eq!(store.remove("t", &Which::Version(2)).unwrap().sha256, bb);
+        assert!(store.blob(&bb).is_err(), "an unused blob is removed");
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         let e = store.get("t").unwrap();
         assert_eq!(e.active, Some(1));
         assert_eq!(e.versions.len(), 1);
-        assert_eq!(store.blob("aa").unwrap(), b"one");
+        assert_eq!(store.blob(&aa).unwrap(), b"one");
         assert!(matches!(
             store.activate("nope", &Which::Version(1)),
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_version_is_found_by_a_unique_sha256_prefix_and_errors_read_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let one = format!("9f2c01{}", "0".repeat(58));
+        let two = format!("9f2c02{}", "0".repeat(58));
+        store.add("t", b"one", &one).unwrap();
+        store.add("t", b"two", &two).unwrap();
+        let e = store.get("t").unwrap();
+        let find = |s: &str| e.lookup(&Which::Sha256(s.into())).map(|v| v.version);
+        assert_eq!(find("9f2c02"), Ok(2));
+        assert_eq!(find("9F2C01…"), Ok(1), "case and the README's ellipsis");
+        assert_eq!(find(&one), Ok(1));
+        assert_eq!(
+            find("9f2c"),
+            Err("sha256 9f2c… matches versions 1 and 2: give more digits".into())
+        );
+        assert_eq!(
+            find("9f2"),
+            Err(
+                "\"9f2\" is not a sha256: give the hex digest, or at least its first 4 digits"
+                    .into()
+            )
+        );
+        assert_eq!(
+            find("abcd"),
+            Err("there is no version with sha256 abcd…".into())
+        );
+        assert_eq!(
+            e.lookup(&Which::Version(7)).map(|v| v.version),
+            Err("there is no version 7".into())
+        );
+        let StoreError::NotFound(message) = store.activate("t", &Which::Version(7)).unwrap_err()
+        else {
+            panic!("not found expected")
+        };
+        assert_eq!(message, "transform \"t\": there is no version 7");
     }
 }

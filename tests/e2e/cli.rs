@@ -204,3 +204,116 @@ fn second_run_loads_the_compiled_component_from_the_cache() {
     assert!(second.stderr.contains("cache hit"), "{}", second.stderr);
     assert!(!second.stderr.contains("cache miss"), "{}", second.stderr);
 }
+
+/// `sluice check` prints the graph it validated: each source → pipeline →
+/// transforms (with their sha256) → sink, and an example key per sink, as
+/// each sink's layout (presets included) will write it.
+#[test]
+fn check_prints_the_graph_with_digests_and_an_example_key_per_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let ecs_sha = {
+        let list = run_with(
+            {
+                let mut c = sluice();
+                c.args(["transform", "list"]);
+                c
+            },
+            "",
+            Duration::from_secs(30),
+        );
+        list.stdout
+            .lines()
+            .find(|l| l.starts_with("ecs-jumpcloud "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .to_string()
+    };
+    let cfg = r#"state_dir = "state"
+
+[listeners.https]
+address = "127.0.0.1:0"
+tls = { self_signed = true }
+
+[sources.jc]
+type = "push"
+listener = "https"
+auth = { type = "none" }
+
+[sources.em]
+type = "push"
+listener = "https"
+auth = { type = "none" }
+
+[pipelines.jc]
+source = "jc"
+sink = "out"
+dead_letter_sink = "dl"
+[[pipelines.jc.transforms]]
+use = "ecs-jumpcloud"
+
+[pipelines.em]
+source = "em"
+route = "emnify.usage"
+sink = "emnify"
+[[pipelines.em.transforms]]
+use = "emnify-csv"
+
+[pipelines.j1]
+source = "em"
+route = "j1"
+sink = "j1ds"
+
+[sinks.out]
+type = "local"
+path = "out"
+key = "{route}/%Y/%m/%d"
+compression = "gzip"
+
+[sinks.dl]
+type = "local"
+path = "dead"
+
+[sinks.emnify]
+type = "s3"
+bucket = "em-bucket"
+region = "eu-central-1"
+preset = "emnify"
+
+[sinks.j1ds]
+type = "s3"
+bucket = "j1-bucket"
+region = "eu-central-1"
+preset = "j1ds"
+"#;
+    std::fs::write(dir.path().join("sluice.toml"), cfg).unwrap();
+    let mut cmd = sluice();
+    cmd.args(["check", "--config"])
+        .arg(dir.path().join("sluice.toml"));
+    let run = run_with(cmd, "", Duration::from_secs(60));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = &run.stdout;
+    let today = chrono::Utc::now().format("%Y/%m/%d").to_string();
+    for expected in [
+        format!(
+            "source jc (push on https) -> pipeline jc -> ecs-jumpcloud@sha256:{}… -> sink out (dead letters -> sink dl)",
+            &ecs_sha[..12]
+        ),
+        "source em (push on https) -> pipeline em -> emnify-csv@sha256:".to_string(),
+        "source em (push on https) -> pipeline j1 -> sink j1ds".to_string(),
+        format!("sink out writes objects such as out/jc/{today}/"),
+        "sink emnify writes objects such as s3://em-bucket/cdr_".to_string(),
+        "sink j1ds writes objects such as s3://j1-bucket/jupiterone/graph/cdc/accountId="
+            .to_string(),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    let line = |sink: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!("sink {sink} writes")))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line("out").ends_with(".jsonl.gz"), "{}", line("out"));
+    assert!(line("emnify").ends_with(".csv"), "{}", line("emnify"));
+    assert!(line("j1ds").contains("/time="), "{}", line("j1ds"));
+}

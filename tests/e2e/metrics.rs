@@ -1,6 +1,8 @@
 //! Every metric the README documents is exported by a gateway with every
 //! kind of source and sink after real traffic, and promtool accepts the
-//! whole scrape.
+//! whole scrape; the alert rules and the dashboard under `deploy/` query
+//! only metrics that scrape has, and the rules pass promtool's checks and
+//! unit tests.
 
 use crate::gw::{Gateway, config, wait_delivered};
 use crate::stubs;
@@ -100,6 +102,17 @@ use = "tagger"
 source = "t"
 sink = "blocked"
 
+[sources.w]
+type = "push"
+listener = "https"
+auth = {{ type = "none" }}
+
+[pipelines.w]
+source = "w"
+sink = "out"
+[[pipelines.w.transforms]]
+use = "not-uploaded-yet"
+
 [pipelines.jc]
 source = "jc"
 sink = "out"
@@ -173,6 +186,16 @@ rotate = {{ max_age_secs = 0.1 }}
     );
     // A sink that cannot write: errors and retries.
     assert_eq!(c.push("t", &[], "{\"b\":1}").await.status, StatusCode::OK);
+    // A pipeline waiting for its transform.
+    assert_eq!(
+        c.push("w", &[], "{}").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // A wrong admin token.
+    let (status, _) = gw
+        .admin_request("GET", "/v1/transforms", Some("not-the-token"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The admin API: a swap (activation) and a refused upload.
     let admin = |method: &'static str, path: String, body: Vec<u8>| {
         let addr = gw.admin;
@@ -220,7 +243,69 @@ rotate = {{ max_age_secs = 0.1 }}
         missing.is_empty(),
         "documented but not exported: {missing:?}\n{scrape}"
     );
-    assert!(documented().len() >= 25, "{:?}", documented());
+    assert!(documented().len() >= 29, "{:?}", documented());
     crate::support::promtool_check(&scrape);
+    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/sluice.json"] {
+        let queried = queried(file);
+        assert!(queried.len() >= 8, "{file}: {queried:?}");
+        let unknown: Vec<&String> = queried
+            .iter()
+            .filter(|name| !scrape.contains(&format!("# TYPE {name} ")))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} queries metrics sluice does not export: {unknown:?}"
+        );
+    }
     gw.stop();
+}
+
+/// The metric names a rules or dashboard file queries (histogram series
+/// by their family name).
+fn queried(file: &str) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("sluice_") && w.len() > "sluice_".len())
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| w.strip_suffix(suffix))
+                .unwrap_or(w)
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `promtool check rules` and `promtool test rules` on the shipped alert
+/// rules: the unit tests fire each tested alert at its time, with its
+/// labels and text, and not before.
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new(crate::support::promtool())
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool (scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tests = std::fs::read_to_string(format!("{dir}/alerts.test.yml")).unwrap();
+    assert!(
+        tests.matches("alertname:").count() >= 6,
+        "at least three alerts tested, each before and after"
+    );
 }

@@ -16,6 +16,9 @@ pub struct Report {
     /// Things to know before starting, such as a pipeline that will wait
     /// for a transform to be uploaded.
     pub warnings: Vec<String>,
+    /// The graph, a line each: source → pipeline → transforms (with their
+    /// sha256) → sink, then what each sink writes (an example key).
+    pub graph: Vec<String>,
 }
 
 /// Loads and validates the config, resolves its secrets, and loads every
@@ -45,8 +48,10 @@ pub fn check(path: &Path) -> Result<Report, super::run::RunError> {
         None
     };
     let mut warnings = Vec::new();
+    let mut graph = Vec::new();
     for (name, p) in &config.pipelines {
         let built = Pipeline::build(name, p, &config, &host, metrics.clone(), store.as_ref())?;
+        graph.push(pipeline_line(&config, name, p, &built));
         for transform in built.waiting() {
             if secrets.admin_token.is_none() {
                 return Err(super::run::nothing_can_upload(&config, name, &transform));
@@ -64,7 +69,30 @@ pub fn check(path: &Path) -> Result<Report, super::run::RunError> {
             ));
         }
     }
+    let now = chrono::Utc::now();
+    for (name, sink) in &config.sinks {
+        let naming = crate::sinks::Naming::of(sink).map_err(|e| super::run::RunError::Sink {
+            sink: name.clone(),
+            source: crate::sinks::SinkError::Fatal(e.to_string()),
+        })?;
+        // The route of the first pipeline into it (transforms may set
+        // their own per record, such as `jumpcloud.<service>`).
+        let (route, source) = config.pipelines.values().find(|p| p.sink == *name).map_or(
+            ("ROUTE".to_string(), "SOURCE"),
+            |p| {
+                (
+                    p.route.clone().unwrap_or_else(|| p.source.clone()),
+                    p.source.as_str(),
+                )
+            },
+        );
+        graph.push(format!(
+            "sink {name} writes objects such as {}",
+            naming.example(&route, source, now)
+        ));
+    }
     Ok(Report {
+        graph,
         summary: format!(
             "{} listeners, {} sources, {} pipelines, {} sinks",
             config.listeners.len(),
@@ -74,6 +102,36 @@ pub fn check(path: &Path) -> Result<Report, super::run::RunError> {
         ),
         warnings,
     })
+}
+
+/// `source jc (push on https) -> pipeline jc -> ecs-jumpcloud@sha256:1a2b3c4d… -> sink out`.
+fn pipeline_line(
+    config: &Config,
+    name: &str,
+    p: &crate::config::PipelineConfig,
+    built: &Pipeline,
+) -> String {
+    use crate::config::SourceConfig;
+    let kind = match config.sources.get(&p.source) {
+        Some(SourceConfig::Push(c)) => format!("push on {}", c.listener),
+        Some(SourceConfig::Jumpcloud(_)) => "JumpCloud poller".to_string(),
+        Some(SourceConfig::Jupiterone(_)) => "JupiterOne poller".to_string(),
+        None => "?".to_string(),
+    };
+    let mut parts = vec![
+        format!("source {} ({kind})", p.source),
+        format!("pipeline {name}"),
+    ];
+    parts.extend(built.steps().into_iter().map(|(t, sha)| match sha {
+        Some(sha) => format!("{t}@sha256:{}…", &sha[..sha.len().min(12)]),
+        None => format!("{t} (waiting for its first upload)"),
+    }));
+    parts.push(format!("sink {}", p.sink));
+    let mut line = parts.join(" -> ");
+    if let Some(dl) = p.dead_letter_sink.as_deref().filter(|d| *d != p.sink) {
+        line.push_str(&format!(" (dead letters -> sink {dl})"));
+    }
+    line
 }
 
 /// Levenshtein distance, to suggest a built-in for a mistyped name.

@@ -12,8 +12,7 @@ use crate::admin::{self, AdminState, TransformsApi};
 use crate::config::{Config, ConfigError, Secrets, SinkConfig, SourceConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::sinks::key::KeyTemplate;
-use crate::sinks::{self, NameStyle, ObjectSettings, SinkError};
+use crate::sinks::{self, ObjectSettings, SinkError};
 use crate::sources::jumpcloud::JumpCloud;
 use crate::sources::jupiterone::JupiterOne;
 use crate::sources::poller::{PollCtx, PollError, Poller, run_loop};
@@ -314,14 +313,12 @@ impl Core {
                 sink: name.clone(),
                 source,
             };
-            let template = |t: &str| {
-                KeyTemplate::parse(t).map_err(|e| {
-                    sink_err(SinkError::Io {
-                        path: config.file.clone(),
-                        message: e.to_string(),
-                    })
+            let naming = sinks::Naming::of(s).map_err(|e| {
+                sink_err(SinkError::Io {
+                    path: config.file.clone(),
+                    message: e.to_string(),
                 })
-            };
+            })?;
             let (spool, metrics, handle, shutdown) = (
                 spool.clone(),
                 metrics.clone(),
@@ -335,13 +332,10 @@ impl Core {
                         sinks::local::LocalStore::open(config.path(&l.path)).map_err(sink_err)?;
                     let settings = ObjectSettings {
                         name: sink_name,
-                        key: template(&l.key)?,
-                        object_name: match &l.name {
-                            Some(n) => NameStyle::Template(template(n)?),
-                            None => NameStyle::Default,
-                        },
-                        encoding: l.encoding,
-                        compression: l.compression,
+                        key: naming.key,
+                        object_name: naming.name,
+                        encoding: naming.encoding,
+                        compression: naming.compression,
                         compression_level: l.compression_level,
                         rotate: l.rotate.clone(),
                         max_in_flight: l.max_in_flight,
@@ -357,7 +351,6 @@ impl Core {
                         })
                 }
                 SinkConfig::S3(c) => {
-                    let layout = c.layout();
                     let client = sinks::s3::client(
                         c,
                         c.ca_file.as_deref().map(|p| config.path(p)).as_deref(),
@@ -374,14 +367,10 @@ impl Core {
                         .map_err(|e| sink_err(SinkError::io(&temp, &e)))?;
                     let settings = ObjectSettings {
                         name: sink_name,
-                        key: template(&layout.key)?,
-                        object_name: match layout.name.as_deref() {
-                            Some("{emnify_file}_%Y%m%d_%H%M%S") => NameStyle::Emnify,
-                            Some(n) => NameStyle::Template(template(n)?),
-                            None => NameStyle::Default,
-                        },
-                        encoding: layout.encoding,
-                        compression: layout.compression,
+                        key: naming.key,
+                        object_name: naming.name,
+                        encoding: naming.encoding,
+                        compression: naming.compression,
                         compression_level: c.compression_level,
                         rotate: c.rotate.clone(),
                         max_in_flight: c.max_in_flight,

@@ -24,6 +24,89 @@ pub use naming::NameStyle;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How a configured sink lays out its objects: the folder template, the
+/// name style, the encoding and compression, and where they land. What
+/// `sluice run` builds its sinks from and `sluice check` shows.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    /// `out/` (a local folder, as configured) or `s3://bucket/prefix`.
+    pub location: String,
+    /// The folder template (`{route}/%Y/%m/%d`).
+    pub key: KeyTemplate,
+    /// How objects are named in their folder.
+    pub name: NameStyle,
+    /// The objects' encoding.
+    pub encoding: Encoding,
+    /// Their compression.
+    pub compression: Compression,
+}
+
+impl Naming {
+    /// A sink's layout (presets applied).
+    ///
+    /// # Errors
+    ///
+    /// A template that does not parse (config validation catches these
+    /// first).
+    pub fn of(sink: &crate::config::SinkConfig) -> Result<Self, key::TemplateError> {
+        use crate::config::SinkConfig;
+        let style = |name: Option<&str>| -> Result<NameStyle, key::TemplateError> {
+            Ok(match name {
+                Some("{emnify_file}_%Y%m%d_%H%M%S") => NameStyle::Emnify,
+                Some(n) => NameStyle::Template(KeyTemplate::parse(n)?),
+                None => NameStyle::Default,
+            })
+        };
+        Ok(match sink {
+            SinkConfig::Local(l) => Naming {
+                location: format!("{}/", l.path.display()),
+                key: KeyTemplate::parse(&l.key)?,
+                name: style(l.name.as_deref())?,
+                encoding: l.encoding,
+                compression: l.compression,
+            },
+            SinkConfig::S3(c) => {
+                let layout = c.layout();
+                Naming {
+                    location: format!("s3://{}/{}", c.bucket, layout.prefix),
+                    key: KeyTemplate::parse(&layout.key)?,
+                    name: style(layout.name.as_deref())?,
+                    encoding: layout.encoding,
+                    compression: layout.compression,
+                }
+            }
+        })
+    }
+
+    /// An example object key for a record of `route` and `source` sealed
+    /// at `now` (record fields read by the template render as they do for
+    /// a record without them).
+    pub fn example(&self, route: &str, source: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+        let prefix = self.key.render(&key::KeyContext {
+            route,
+            source,
+            time: now,
+            record: None,
+        });
+        let kind = match (&self.name, route) {
+            (NameStyle::Emnify, r) if r.ends_with("usage") => object::Kind::Cdr,
+            (NameStyle::Emnify, _) => object::Kind::Events,
+            _ => object::Kind::Plain,
+        };
+        let group = object::Group {
+            prefix: prefix.trim_end_matches('/').to_string(),
+            kind,
+            encoding: self.encoding,
+        };
+        let name = naming::candidate(&self.name, &group, now, 0);
+        let extension = extension(self.encoding, self.compression);
+        match group.prefix.as_str() {
+            "" => format!("{}{name}.{extension}", self.location),
+            folder => format!("{}{folder}/{name}.{extension}", self.location),
+        }
+    }
+}
+
 /// A delivery failure. The records stay spooled and are retried.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

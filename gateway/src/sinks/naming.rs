@@ -71,7 +71,12 @@ pub fn reserve(
 }
 
 /// The `attempt`-th name for an object sealed at `now`.
-fn candidate(style: &NameStyle, group: &Group, now: DateTime<Utc>, attempt: u32) -> String {
+pub(crate) fn candidate(
+    style: &NameStyle,
+    group: &Group,
+    now: DateTime<Utc>,
+    attempt: u32,
+) -> String {
     let later =
         |secs: u32| DateTime::from_timestamp(now.timestamp() + i64::from(secs), 0).unwrap_or(now);
     match (style, group.kind) {

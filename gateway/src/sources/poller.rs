@@ -257,6 +257,7 @@ impl PollCtx {
         {
             self.sleep(Duration::from_secs(1)).await?;
         }
+        let at_ns = cursor.at_ns;
         let cursor = serde_json::to_string(cursor).map_err(|e| PollError::Fatal(e.to_string()))?;
         let records = Arc::new(records);
         let mut backoff = Backoff::new();
@@ -290,7 +291,12 @@ impl PollCtx {
                 .append_page(rows.clone(), checkpoint, run_ids.clone())
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(ns) = at_ns {
+                        self.metrics.poll_cursor(&self.name, ns as f64 / 1e9);
+                    }
+                    return Ok(());
+                }
                 Err(crate::spool::SpoolError::Closed) => return Err(PollError::Shutdown),
                 Err(e) => {
                     let wait = backoff.next(None);
