@@ -1,5 +1,5 @@
 //! A transform author's first hour, as a newcomer lives it: the commands
-//! are taken verbatim from the SDK's README and the main README (a test
+//! are taken verbatim from the SDK's README and docs/transforms.md (a test
 //! fails when a documented command changes or stops working), run by a
 //! shell in a folder outside the workspace, against a real gateway.
 
@@ -169,7 +169,7 @@ async fn push_samples(gw: &Gateway, krate: &Path) -> crate::gw::Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_scaffolds_tests_builds_uploads_swaps_and_rolls_back_with_the_documented_commands()
  {
-    const README: &str = "README.md";
+    const README: &str = "docs/transforms.md";
     let home = tempfile::tempdir().unwrap();
     let krate = scaffold(home.path());
 
@@ -232,7 +232,7 @@ async fn a_newcomer_scaffolds_tests_builds_uploads_swaps_and_rolls_back_with_the
         1.0
     );
 
-    // Upload and activate with the main README's commands.
+    // Upload and activate with the commands of docs/transforms.md.
     let v1 = json_of(&ok(
         &krate,
         &doc_line(

@@ -66,7 +66,7 @@ fn ecs_jumpcloud_rejects_unknown_config() {
 
 /// Every emnify docs example, as one JSON line each (arrays of one are
 /// unwrapped, as the push source does with a Bulk array).
-fn emnify_lines(dir: &str) -> String {
+pub(crate) fn emnify_lines(dir: &str) -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/emnify/");
     let mut paths: Vec<_> = std::fs::read_dir(format!("{root}{dir}"))
         .unwrap()

@@ -8,6 +8,7 @@ mod authoring;
 mod builtins;
 mod cli;
 mod durability;
+mod examples;
 mod faultproxy;
 mod gw;
 mod hostile;

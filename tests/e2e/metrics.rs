@@ -1,4 +1,4 @@
-//! Every metric the README documents is exported by a gateway with every
+//! Every metric docs/operations.md documents is exported by a gateway with every
 //! kind of source and sink after real traffic, and promtool accepts the
 //! whole scrape; the alert rules and the dashboard under `deploy/` query
 //! only metrics that scrape has, and the rules pass promtool's checks and
@@ -9,13 +9,16 @@ use crate::stubs;
 use hyper::StatusCode;
 use std::time::Duration;
 
-/// The metric names in the README's metrics table.
+/// The metric names in the metrics table of docs/operations.md.
 fn documented() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operations.md"
+    ))
+    .unwrap();
     let table = readme
         .split_once("| metric | labels |")
-        .expect("the README's metrics table")
+        .expect("the metrics table of docs/operations.md")
         .1;
     let mut names: Vec<String> = table
         .lines()

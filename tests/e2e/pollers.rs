@@ -409,7 +409,13 @@ async fn jumpcloud_kill9_between_pages_loses_and_duplicates_nothing() {
     gw.stop();
 }
 
-fn j1_entity(id: &str, class: &str, begin_on: i64, version: i64, deleted: bool) -> Value {
+pub(crate) fn j1_entity(
+    id: &str,
+    class: &str,
+    begin_on: i64,
+    version: i64,
+    deleted: bool,
+) -> Value {
     serde_json::json!({
         "id": id,
         "entity": {

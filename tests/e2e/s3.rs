@@ -17,15 +17,15 @@ use std::time::Duration;
 /// What most tests start from: the shared radosgw (held for reading, so the
 /// outage test waits for them), its settings, an admin client, a new bucket
 /// and a state folder.
-struct Lake {
-    _rgw: tokio::sync::RwLockReadGuard<'static, ()>,
-    env: &'static S3Env,
-    admin: aws_sdk_s3::Client,
-    bucket: String,
-    dir: tempfile::TempDir,
+pub(crate) struct Lake {
+    pub(crate) _rgw: tokio::sync::RwLockReadGuard<'static, ()>,
+    pub(crate) env: &'static S3Env,
+    pub(crate) admin: aws_sdk_s3::Client,
+    pub(crate) bucket: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-async fn lake() -> Lake {
+pub(crate) async fn lake() -> Lake {
     let _rgw = shared().await;
     let env = s3_env();
     let admin = admin_client(env).await;
@@ -52,7 +52,7 @@ async fn assert_no_upload_open(client: &aws_sdk_s3::Client, bucket: &str) {
 }
 
 /// Every object: key → (bytes, sse, kms key id).
-async fn objects(
+pub(crate) async fn objects(
     client: &aws_sdk_s3::Client,
     bucket: &str,
 ) -> BTreeMap<String, (Vec<u8>, Option<String>, Option<String>)> {
@@ -80,7 +80,7 @@ async fn objects(
     out
 }
 
-fn lines_of(key: &str, bytes: &[u8]) -> Vec<String> {
+pub(crate) fn lines_of(key: &str, bytes: &[u8]) -> Vec<String> {
     let text = if key.ends_with(".gz") {
         let mut s = String::new();
         flate2::read::MultiGzDecoder::new(bytes)
@@ -686,7 +686,7 @@ fn via_proxy(env: &S3Env, bucket: &str, proxy: &FaultProxy, extra: &str) -> Stri
 
 /// Data objects and their lines, once the bucket holds `n` lines, and
 /// again a moment later (so a late duplicate would be seen).
-async fn settled_lines(
+pub(crate) async fn settled_lines(
     admin: &aws_sdk_s3::Client,
     bucket: &str,
     n: usize,

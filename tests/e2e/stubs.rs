@@ -495,10 +495,12 @@ impl JupiterOne {
             .iter()
             .filter(|e| {
                 let entity = &e["entity"];
-                let class_ok = entity["_class"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .any(|c| classes.contains(&c.as_str().unwrap_or("")))
-                });
+                // `FIND *` is every class, as in J1QL.
+                let class_ok = classes.contains(&"*")
+                    || entity["_class"].as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|c| classes.contains(&c.as_str().unwrap_or("")))
+                    });
                 let deleted = entity["_deleted"].as_bool().unwrap_or(false);
                 let begin = entity["_beginOn"].as_i64().unwrap_or(0);
                 let time_ok = match bound {

@@ -78,7 +78,10 @@ pub fn scan(s: &str, enabled: &[Detector]) -> Vec<Found> {
     for (range, plus) in digit_runs(s) {
         let digits = &s[range.clone()];
         let whole = plus_start(range.start, plus) == 0 && range.end == s.len();
-        if let Some(detector) = classify_digits(digits, plus, whole, &on) {
+        let labelled = labelled_imsi(s, range.start, digits.len()) && on(Detector::Imsi);
+        if let Some(detector) =
+            classify_digits(digits, plus, whole, &on).or(labelled.then_some(Detector::Imsi))
+        {
             let start = plus_start(range.start, plus);
             found.push(Found {
                 range: start..range.end,
@@ -101,14 +104,34 @@ pub fn scan(s: &str, enabled: &[Detector]) -> Vec<Found> {
     out
 }
 
+/// A run of 6 to 15 digits that text labels as an IMSI, right before it
+/// (`IMSI='67282840195069'`, `imsi: …`): the label is a stronger signal
+/// than the length, and networks with 2-digit MNCs issue 14-digit IMSIs.
+fn labelled_imsi(s: &str, start: usize, len: usize) -> bool {
+    if !(6..=15).contains(&len) {
+        return false;
+    }
+    let before = s.as_bytes()[..start]
+        .iter()
+        .rev()
+        .skip_while(|b| matches!(b, b'\'' | b'"' | b'=' | b':' | b' '))
+        // The label, read backwards.
+        .take(4)
+        .map(u8::to_ascii_lowercase)
+        .collect::<Vec<u8>>();
+    before == b"ismi"
+}
+
 fn plus_start(start: usize, plus: bool) -> usize {
     if plus { start - 1 } else { start }
 }
 
 /// Which digit-run detector, if any, a run of digits is. Precedence:
-/// ICCID (prefix 89, 19–20 digits), IMEI (15 digits, Luhn), IMSI (15
-/// digits, MCC 2xx–7xx), MSISDN (`+` and 8–15 digits, or a whole value of
-/// 10–15 digits).
+/// ICCID (prefix 89, 19–20 digits), IMEI (15 digits, Luhn; or 16 digits,
+/// the IMEISV form devices report, whose last two digits are a software
+/// version and carry no check digit), IMSI (15 digits, MCC 2xx–7xx or the
+/// international 901 that IoT SIMs such as emnify's use), MSISDN (`+` and
+/// 8–15 digits, or a whole value of 10–15 digits).
 pub fn classify_digits(
     digits: &str,
     plus: bool,
@@ -124,9 +147,14 @@ pub fn classify_digits(
             if on(Detector::Imei) && luhn(digits) {
                 return Some(Detector::Imei);
             }
-            if on(Detector::Imsi) && matches!(digits.as_bytes()[0], b'2'..=b'7') {
+            if on(Detector::Imsi)
+                && (matches!(digits.as_bytes()[0], b'2'..=b'7') || digits.starts_with("901"))
+            {
                 return Some(Detector::Imsi);
             }
+        }
+        if n == 16 && on(Detector::Imei) {
+            return Some(Detector::Imei);
         }
     }
     if on(Detector::Msisdn) && !digits.starts_with('0') {
@@ -381,6 +409,38 @@ mod tests {
         assert!(
             kinds("id_295050901064821").is_empty(),
             "glued to an identifier"
+        );
+    }
+
+    #[test]
+    fn imeisv_and_international_imsis_as_emnify_sends_them() {
+        // emnify's usage example: `endpoint.imei` is the 16-digit IMEISV
+        // (no check digit), and its IoT SIMs' IMSIs start with MCC 901.
+        assert_eq!(
+            kinds("8677300511111142"),
+            [("8677300511111142", Detector::Imei)]
+        );
+        assert_eq!(
+            kinds("for IMSI='901430111111111', now"),
+            [("901430111111111", Detector::Imsi)]
+        );
+        assert!(
+            kinds("ref 800000000000000 and 999999999999999 ok").is_empty(),
+            "other 15-digit numbers starting 8 or 9 stay"
+        );
+        assert!(
+            kinds("12345678901234567").is_empty(),
+            "17 digits are nothing"
+        );
+        // emnify's docs: a 14-digit IMSI, found by its label.
+        assert_eq!(
+            kinds("purged for IMSI='67282840195069'."),
+            [("67282840195069", Detector::Imsi)]
+        );
+        assert_eq!(kinds("imsi: 123456"), [("123456", Detector::Imsi)]);
+        assert!(
+            kinds("claims 67282840195069").is_empty(),
+            "no label, no match"
         );
     }
 }

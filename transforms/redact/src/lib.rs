@@ -25,8 +25,12 @@
 //! - `drop`: a field rule removes the field; a detector match removes the
 //!   whole value that contained it (the key from its object, the element
 //!   from its array).
+//! - `keep` (field rules only): the value stays exactly as it is and the
+//!   detectors do not look at it, for ids that have an identifier's shape
+//!   (emnify's 15-digit record `id` reads as an IMSI).
 //!
-//! Field rules run first; a value a field rule changed is not scanned again.
+//! Field rules run first, in order; a value a field rule changed or kept is
+//! not changed by a later rule or scanned by the detectors.
 
 pub mod detect;
 
@@ -44,6 +48,8 @@ pub enum Action {
     Hash,
     /// Remove.
     Drop,
+    /// Leave as it is, unscanned (field rules only).
+    Keep,
 }
 
 impl Action {
@@ -52,6 +58,7 @@ impl Action {
             "mask" => Action::Mask,
             "hash" => Action::Hash,
             "drop" => Action::Drop,
+            "keep" => Action::Keep,
             _ => return None,
         })
     }
@@ -81,9 +88,16 @@ fn parse_rules<T>(
             .ok_or_else(|| ConfigError::key(key, format!("{item:?}: expected `{what}:action`")))?;
         let target = parse(target.trim())
             .ok_or_else(|| ConfigError::key(key, format!("{item:?}: unknown {what}")))?;
-        let action = Action::parse(action.trim()).ok_or_else(|| {
-            ConfigError::key(key, format!("{item:?}: action must be mask, hash or drop"))
-        })?;
+        let action = Action::parse(action.trim())
+            .filter(|a| *a != Action::Keep || key == "fields")
+            .ok_or_else(|| {
+                let actions = if key == "fields" {
+                    "mask, hash, drop or keep"
+                } else {
+                    "mask, hash or drop"
+                };
+                ConfigError::key(key, format!("{item:?}: action must be {actions}"))
+            })?;
         rules.push((target, action));
     }
     Ok(rules)
@@ -141,13 +155,27 @@ impl Transform for Redact {
     fn process(&mut self, record: Record, out: &mut Emit) -> Result<(), RecordError> {
         let mut doc = record.json()?;
         let mut changed = false;
+        // Kept values are set aside (a marked placeholder in their place)
+        // while the other rules and the detectors run, then put back.
+        let mut kept = Vec::new();
         for (path, action) in &self.fields {
-            changed |= self.apply_field(&mut doc, path, *action);
+            if *action == Action::Keep {
+                for_each_match(&mut doc, path, &mut |v| {
+                    let index = kept.len();
+                    kept.push(std::mem::replace(
+                        v,
+                        Value::String(format!("{DONE}{KEPT}{index}")),
+                    ));
+                });
+            } else {
+                changed |= self.apply_field(&mut doc, path, *action);
+            }
         }
         if !self.detectors.is_empty() {
             changed |= self.scan_value(&mut doc);
         }
         if changed {
+            restore(&mut doc, &mut kept);
             unmark(&mut doc);
             out.emit_json(&doc);
         } else {
@@ -160,6 +188,9 @@ impl Transform for Redact {
 
 /// Marks values a field rule produced, so detectors skip them.
 const DONE: &str = "\u{0}redacted\u{0}";
+
+/// After [`DONE`]: the placeholder of the kept value with this index.
+const KEPT: &str = "kept:";
 
 impl Redact {
     fn token(&self, value: &str) -> String {
@@ -233,6 +264,7 @@ impl Redact {
                 }
                 changed
             }
+            Value::String(s) if s.starts_with(DONE) => false,
             other => {
                 let text = match &mut *other {
                     Value::String(s) => std::mem::take(s),
@@ -337,6 +369,48 @@ enum Leaf {
     Same,
     Changed,
     Drop,
+}
+
+/// Calls `f` on every value `path` (with `*` wildcards) reaches.
+fn for_each_match(doc: &mut Value, path: &[String], f: &mut dyn FnMut(&mut Value)) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    for parent in select(doc, parents) {
+        match parent {
+            Value::Object(m) if last == "*" => m.iter_mut().for_each(|(_, v)| f(v)),
+            Value::Object(m) => {
+                if let Some(v) = m.get_mut(last) {
+                    f(v);
+                }
+            }
+            Value::Array(a) if last == "*" => a.iter_mut().for_each(&mut *f),
+            Value::Array(a) => {
+                if let Some(v) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                    f(v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Puts the kept values back in place of their placeholders.
+fn restore(v: &mut Value, kept: &mut [Value]) {
+    match v {
+        Value::String(s) => {
+            let index = s
+                .strip_prefix(DONE)
+                .and_then(|rest| rest.strip_prefix(KEPT))
+                .and_then(|i| i.parse::<usize>().ok());
+            if let Some(held) = index.and_then(|i| kept.get_mut(i)) {
+                *v = std::mem::take(held);
+            }
+        }
+        Value::Object(m) => m.iter_mut().for_each(|(_, c)| restore(c, kept)),
+        Value::Array(a) => a.iter_mut().for_each(|c| restore(c, kept)),
+        _ => {}
+    }
 }
 
 /// Removes the field-rule markers.

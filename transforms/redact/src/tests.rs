@@ -171,3 +171,42 @@ fn non_json_is_an_error_not_a_leak() {
     let mut h = Harness::<Redact>::new(&[("detectors", "email:mask")]).unwrap();
     assert!(h.run_line("jane@example.com is not JSON").is_err());
 }
+
+#[test]
+fn keep_leaves_an_id_of_an_identifier_s_shape_exactly_as_it_is() {
+    // emnify's usage record: its 15-digit `id` starts with 3, so the IMSI
+    // detector would take it; `id:keep` leaves it, as a number.
+    let cfg = [
+        ("fields", "id:keep, endpoint.imei:mask"),
+        ("detectors", "imsi:hash, imei:hash"),
+        ("hash_key", KEY),
+    ];
+    let out = run_json(
+        &cfg,
+        json!({"id": 333333333333333u64, "imsi": "295050901064821",
+               "endpoint": {"imei": "8677300511111142"}, "other": 333333333333333u64}),
+    );
+    assert_eq!(
+        out["id"],
+        json!(333333333333333u64),
+        "kept, and still a number"
+    );
+    assert_eq!(
+        out["other"].as_str().map(str::len),
+        Some(64),
+        "not kept: hashed"
+    );
+    assert_eq!(out["imsi"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        out["endpoint"]["imei"], "8***",
+        "the field rule (a first-character mask), not the detector"
+    );
+    // Kept alone: nothing changes, so the bytes are the input's.
+    let mut h =
+        Harness::<Redact>::new(&[("fields", "id:keep"), ("detectors", "imsi:mask")]).unwrap();
+    let line = r#"{"id":333333333333333, "n": 1}"#;
+    assert_eq!(h.run_line(line).unwrap(), vec![line]);
+    // A detector may not keep.
+    let e = Harness::<Redact>::new(&[("detectors", "imsi:keep")]).unwrap_err();
+    assert!(e.message.contains("mask, hash or drop"), "{}", e.message);
+}
