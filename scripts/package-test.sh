@@ -10,10 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=$(scripts/package-deb.sh | tail -n 1)
-if ! command -v systemd-analyze >/dev/null; then
-  apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd >/dev/null; }
-fi
+scripts/debian-packages.sh systemd-analyze=systemd
 # Clean up what this script made, and only that.
 made_state=$([ -e /var/lib/sluice ] && echo no || echo yes)
 cleanup() {

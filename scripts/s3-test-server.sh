@@ -76,14 +76,8 @@ fi
 trap 'status=$?; echo "s3-test-server.sh: failed (exit $status) at line $LINENO; last log lines:" >&2; tail -n 5 "$D"/log/*.log >&2 2>/dev/null || true; exit $status' ERR
 stop
 
-packages="radosgw ceph-mon ceph-osd nginx openssl curl"
-if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null \
-   || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends $packages >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages >/dev/null; }
-fi
+"$(dirname "$0")/debian-packages.sh" radosgw=radosgw ceph-mon=ceph-mon ceph-osd=ceph-osd \
+  nginx=nginx openssl=openssl curl=curl
 
 rm -rf "$D"/{mon,osd,run,log,pki,nginx,ceph.conf,keyring,monmap,env,ports}
 mkdir -p "$D"/{mon/ceph-a,osd/ceph-0,run,log,pki,nginx/logs}

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# tinyproxy: the corporate proxy of the egress tests (Debian's package).
+scripts/debian-packages.sh tinyproxy=tinyproxy
 s3_dir="${CARGO_TARGET_DIR:-target}/s3-test-server"
 trap 'scripts/s3-test-server.sh down "$s3_dir"' EXIT
 scripts/s3-test-server.sh up "$s3_dir"

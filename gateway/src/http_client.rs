@@ -1,8 +1,9 @@
 //! A small HTTPS client for the pollers: one TLS connection per request
 //! (pollers make one request per page, so pooling would buy little),
-//! rustls with Mozilla's roots plus an optional extra CA, a timeout per
-//! request and a cap on the response size. HTTPS only: API keys never
-//! travel in clear text.
+//! rustls with Mozilla's roots plus optional extra CAs, a timeout per
+//! request and a cap on the response size, optionally through an HTTP
+//! CONNECT proxy ([`crate::egress`]). HTTPS only: API keys never travel in
+//! clear text, and a proxy only ever sees a tunnel.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -81,6 +82,7 @@ pub struct HttpClient {
     tls: tokio_rustls::TlsConnector,
     timeout: Duration,
     loopback_http: bool,
+    proxy: Option<crate::egress::Proxy>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -92,15 +94,22 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    /// A client trusting Mozilla's roots and, if given, the CAs in `ca_file`.
+    /// A client trusting Mozilla's roots and, if given, the CAs in `ca_file`
+    /// and in the proxy's `ca_file`, connecting through `proxy` (unless its
+    /// `no_proxy` exempts the host).
     ///
     /// # Errors
     ///
-    /// [`HttpError::Ca`] when the file cannot be read or holds no certificate.
-    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Self, HttpError> {
+    /// [`HttpError::Ca`] when a file cannot be read or holds no certificate.
+    pub fn new(
+        ca_file: Option<&Path>,
+        proxy: Option<crate::egress::Proxy>,
+        timeout: Duration,
+    ) -> Result<Self, HttpError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
+        let proxy_ca = proxy.as_ref().and_then(|p| p.ca_file.clone());
+        for path in [ca_file, proxy_ca.as_deref()].into_iter().flatten() {
             let ca = |reason: String| HttpError::Ca {
                 path: path.display().to_string(),
                 reason,
@@ -129,6 +138,7 @@ impl HttpClient {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             timeout,
             loopback_http: false,
+            proxy,
         })
     }
 
@@ -185,9 +195,16 @@ impl HttpClient {
         };
         let port = uri.port_u16().unwrap_or(443);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = tokio::net::TcpStream::connect((bare, port))
-            .await
-            .map_err(|e| net(format!("connect: {e}")))?;
+        // Only https goes through a proxy: plain http is for the loopback
+        // admin API alone.
+        let tcp = match &self.proxy {
+            Some(p) if uri.scheme_str() == Some("https") && p.applies_to(bare) => {
+                p.connect(bare, port).await.map_err(net)?
+            }
+            _ => tokio::net::TcpStream::connect((bare, port))
+                .await
+                .map_err(|e| net(format!("connect: {e}")))?,
+        };
         let _ = tcp.set_nodelay(true);
         let mut sender = if uri.scheme_str() == Some("http") {
             handshake(tcp).await.map_err(net)?

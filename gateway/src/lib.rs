@@ -22,6 +22,7 @@ pub mod admin;
 pub mod builtins;
 pub mod commands;
 pub mod config;
+pub mod egress;
 pub mod encoding;
 pub mod http_client;
 pub mod metrics;

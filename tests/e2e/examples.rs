@@ -265,10 +265,11 @@ fn emnify_identifiers() -> BTreeSet<String> {
             Value::Object(m) => {
                 for (k, child) in m {
                     // A person's name is under `user`.
-                    if key == "user" && k == "name" {
-                        if let Some(s) = child.as_str() {
-                            out.insert(s.to_string());
-                        }
+                    if key == "user"
+                        && k == "name"
+                        && let Some(s) = child.as_str()
+                    {
+                        out.insert(s.to_string());
                     }
                     walk(k, child, out);
                 }

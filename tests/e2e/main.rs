@@ -8,6 +8,7 @@ mod authoring;
 mod builtins;
 mod cli;
 mod durability;
+mod egress;
 mod examples;
 mod faultproxy;
 mod gw;

@@ -84,6 +84,7 @@ pub async fn admin_client(env: &S3Env) -> aws_sdk_s3::Client {
         &cfg,
         Some(std::path::Path::new(env.get("SLUICE_TEST_S3_CA"))),
         Some(keys),
+        None,
     )
     .await
     .unwrap()

@@ -66,7 +66,17 @@ impl AdminTarget {
             url: url.clone(),
             source,
         };
-        let client = HttpClient::new(self.ca_file.as_deref(), Duration::from_secs(300))
+        // HTTPS_PROXY applies to a remote admin listener, never to loopback.
+        let host = url
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_string))
+            .unwrap_or_default();
+        let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1");
+        let proxy = crate::egress::Proxy::resolve(None, None, &|p| p.to_path_buf())
+            .map_err(AdminError::Client)?
+            .filter(|_| !loopback);
+        let client = HttpClient::new(self.ca_file.as_deref(), proxy, Duration::from_secs(300))
             .map_err(http)?
             .allow_loopback_http();
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| {

@@ -126,6 +126,8 @@ pub(crate) struct Core {
 pub(crate) struct Pollers {
     config: Arc<Config>,
     keys: Arc<std::collections::BTreeMap<String, crate::config::SecretValue>>,
+    /// Proxy passwords, by `sources.NAME`.
+    proxy_passwords: Arc<std::collections::BTreeMap<String, crate::config::SecretValue>>,
     spool: Arc<Spool>,
     pipelines: Arc<HashMap<String, Vec<Arc<Pipeline>>>>,
     workers: Arc<Semaphore>,
@@ -156,22 +158,36 @@ impl Pollers {
         Ok(match config.sources.get(name) {
             Some(SourceConfig::Jumpcloud(j)) => {
                 let ca = j.ca_file.as_deref().map(|p| config.path(p));
+                let proxy = self.proxy("sources", name, j.proxy.as_ref()).map_err(err)?;
                 let interval = Duration::from_secs(j.interval_secs);
                 Some((
-                    Poller::JumpCloud(JumpCloud::new(j.clone(), &key()?, ca).map_err(err)?),
+                    Poller::JumpCloud(JumpCloud::new(j.clone(), &key()?, ca, proxy).map_err(err)?),
                     interval,
                 ))
             }
             Some(SourceConfig::Jupiterone(j)) => {
                 let ca = j.ca_file.as_deref().map(|p| config.path(p));
+                let proxy = self.proxy("sources", name, j.proxy.as_ref()).map_err(err)?;
                 let interval = Duration::from_secs(j.interval_secs);
                 Some((
-                    Poller::JupiterOne(JupiterOne::new(j.clone(), &key()?, ca).map_err(err)?),
+                    Poller::JupiterOne(
+                        JupiterOne::new(j.clone(), &key()?, ca, proxy).map_err(err)?,
+                    ),
                     interval,
                 ))
             }
             _ => None,
         })
+    }
+
+    /// The proxy of `kind.name` (its `proxy` table, else `HTTPS_PROXY`).
+    fn proxy(
+        &self,
+        kind: &str,
+        name: &str,
+        cfg: Option<&crate::egress::ProxyConfig>,
+    ) -> Result<Option<crate::egress::Proxy>, PollError> {
+        egress_proxy(&self.config, &self.proxy_passwords, kind, name, cfg).map_err(PollError::Fatal)
     }
 
     /// The context a poller of source `name` runs in, with its cursor
@@ -188,6 +204,22 @@ impl Pollers {
             progress: None,
         }
     }
+}
+
+/// The proxy of source or sink `kind.name`: its `proxy` table (password
+/// from `passwords`), else `HTTPS_PROXY`, else none.
+pub(crate) fn egress_proxy(
+    config: &Config,
+    passwords: &std::collections::BTreeMap<String, crate::config::SecretValue>,
+    kind: &str,
+    name: &str,
+    cfg: Option<&crate::egress::ProxyConfig>,
+) -> Result<Option<crate::egress::Proxy>, String> {
+    crate::egress::Proxy::resolve(
+        cfg,
+        passwords.get(&format!("{kind}.{name}")).cloned(),
+        &|p| config.path(p),
+    )
 }
 
 /// Where pipeline `pipeline` names `transform`: `file:line:column: \`key\``.
@@ -351,10 +383,14 @@ impl Core {
                         })
                 }
                 SinkConfig::S3(c) => {
+                    let proxy =
+                        egress_proxy(config, &secrets.proxy, "sinks", name, c.proxy.as_ref())
+                            .map_err(|m| sink_err(SinkError::Fatal(m)))?;
                     let client = sinks::s3::client(
                         c,
                         c.ca_file.as_deref().map(|p| config.path(p)).as_deref(),
                         secrets.s3.get(name).cloned(),
+                        proxy.as_ref(),
                     )
                     .await
                     .map_err(|m| sink_err(SinkError::Fatal(m)))?;
@@ -418,6 +454,7 @@ impl Core {
         let pollers = Pollers {
             config: Arc::new(config.clone()),
             keys: Arc::new(secrets.api.clone()),
+            proxy_passwords: Arc::new(secrets.proxy.clone()),
             spool: spool.clone(),
             pipelines: Arc::new(pipelines.clone()),
             workers: workers.clone(),

@@ -28,7 +28,21 @@ pub async fn test(config: &Config, only: Option<&str>) -> Result<Vec<TestResult>
             continue;
         }
         let ca = c.ca_file.as_deref().map(|p| config.path(p));
-        let outcome = match client(c, ca.as_deref(), secrets.s3.get(name).cloned()).await {
+        let proxy =
+            super::run::egress_proxy(config, &secrets.proxy, "sinks", name, c.proxy.as_ref());
+        let client = match proxy {
+            Ok(proxy) => {
+                client(
+                    c,
+                    ca.as_deref(),
+                    secrets.s3.get(name).cloned(),
+                    proxy.as_ref(),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match client {
             Err(e) => Err(e),
             Ok(client) => S3Store::connection_test(&client, c)
                 .await

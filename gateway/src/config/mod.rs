@@ -789,6 +789,28 @@ impl Config {
                 Err(e) => issues.push(invalid(&["sources", name, path], e)),
             }
         }
+        let proxies = self
+            .sources
+            .iter()
+            .filter_map(|(name, s)| match s {
+                SourceConfig::Jumpcloud(j) => Some(("sources", name, j.proxy.as_ref()?)),
+                SourceConfig::Jupiterone(j) => Some(("sources", name, j.proxy.as_ref()?)),
+                SourceConfig::Push(_) => None,
+            })
+            .chain(self.sinks.iter().filter_map(|(name, s)| match s {
+                SinkConfig::S3(c) => Some(("sinks", name, c.proxy.as_ref()?)),
+                SinkConfig::Local(_) => None,
+            }));
+        for (kind, name, proxy) in proxies {
+            if let Some(password) = &proxy.password {
+                match password.resolve() {
+                    Ok(v) => {
+                        resolved.proxy.insert(format!("{kind}.{name}"), v);
+                    }
+                    Err(e) => issues.push(invalid(&[kind, name, "proxy", "password"], e)),
+                }
+            }
+        }
         for (name, sink) in &self.sinks {
             let SinkConfig::S3(c) = sink else { continue };
             if let (Some(ak), Some(sk)) = (&c.access_key_id, &c.secret_access_key) {
@@ -810,8 +832,11 @@ impl Config {
         if issues.is_empty() {
             Ok(resolved)
         } else {
-            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-            Err(ConfigError::Invalid(locate_all(&self.file, &text, issues)))
+            Err(ConfigError::Invalid(locate_all(
+                &self.file,
+                &self.text.0,
+                issues,
+            )))
         }
     }
 
@@ -841,6 +866,8 @@ pub struct Secrets {
     pub admin_token: Option<SecretValue>,
     /// S3 sinks' static credentials, by sink.
     pub s3: BTreeMap<String, (SecretValue, SecretValue)>,
+    /// Proxy passwords, by `sources.NAME` or `sinks.NAME`.
+    pub proxy: BTreeMap<String, SecretValue>,
 }
 
 fn resolve_auth(name: &str, auth: &AuthConfig) -> Result<ResolvedAuth, Invalid> {

@@ -49,6 +49,9 @@ pub struct S3Config {
     /// Extra CA certificates (PEM) for a private endpoint, relative to the
     /// config file.
     pub ca_file: Option<PathBuf>,
+    /// An HTTP CONNECT proxy to reach S3 through (default: the
+    /// `HTTPS_PROXY` environment variable); see `egress`.
+    pub proxy: Option<crate::egress::ProxyConfig>,
     /// The account id that must own the bucket (`x-amz-expected-bucket-owner`
     /// on every request).
     pub expected_bucket_owner: Option<String>,
@@ -191,6 +194,9 @@ impl S3Config {
     /// no switch to allow it.
     pub(crate) fn validate(&self, name: &str, out: &mut Vec<Invalid>) {
         let at = |k: &'static str| ["sinks", name, k];
+        if let Some(p) = &self.proxy {
+            crate::egress::validate(p, &["sinks", name, "proxy"], out);
+        }
         if let Some(e) = &self.endpoint
             && !e.starts_with("https://")
         {
@@ -291,10 +297,14 @@ pub async fn client(
     cfg: &S3Config,
     ca_file: Option<&Path>,
     keys: Option<(SecretValue, SecretValue)>,
+    proxy: Option<&crate::egress::Proxy>,
 ) -> Result<aws_sdk_s3::Client, String> {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
     let mut trust = TrustStore::empty().with_native_roots(true);
-    if let Some(path) = ca_file {
+    for path in [ca_file, proxy.and_then(|p| p.ca_file.as_deref())]
+        .into_iter()
+        .flatten()
+    {
         let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         trust = trust.with_pem_certificate(pem);
     }
@@ -302,12 +312,27 @@ pub async fn client(
         .with_trust_store(trust)
         .build()
         .map_err(|e| e.to_string())?;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .tls_context(tls_context)
-        .build_https();
+    let proxy = proxy
+        .map(crate::egress::Proxy::for_aws)
+        .transpose()
+        .map_err(|e| format!("proxy: {e}"))?;
+    // The SDK's connector, built per client as its `build_https` does, with
+    // the proxy (CONNECT tunnels, TLS to S3 inside them) when there is one.
+    let http = aws_smithy_http_client::Builder::new().build_with_connector_fn(
+        move |settings, components| {
+            let mut b = aws_smithy_http_client::Connector::builder();
+            b.set_connector_settings(settings.cloned());
+            if let Some(c) = components {
+                b.set_sleep_impl(c.sleep_impl());
+            }
+            b.set_proxy_config(proxy.clone());
+            b.tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .tls_context(tls_context.clone())
+            .build()
+        },
+    );
     let region = aws_config::Region::new(cfg.region.clone());
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http)

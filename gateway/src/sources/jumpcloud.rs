@@ -60,6 +60,9 @@ pub struct JumpCloudConfig {
     pub base_url: Option<String>,
     /// Extra CA certificates (PEM) to trust, relative to the config file.
     pub ca_file: Option<PathBuf>,
+    /// An HTTP CONNECT proxy to reach the API through (default: the
+    /// `HTTPS_PROXY` environment variable); see `egress`.
+    pub proxy: Option<crate::egress::ProxyConfig>,
     /// Services to read (default `["all"]`).
     #[serde(default = "default_services")]
     pub services: Vec<String>,
@@ -102,6 +105,7 @@ impl JumpCloudConfig {
         super::poller::validate_common(
             name,
             self.base_url.as_deref(),
+            self.proxy.as_ref(),
             &self.start,
             self.interval_secs,
             out,
@@ -190,9 +194,11 @@ impl JumpCloud {
         cfg: JumpCloudConfig,
         key: &SecretValue,
         ca_file: Option<PathBuf>,
+        proxy: Option<crate::egress::Proxy>,
     ) -> Result<Self, PollError> {
         let client = HttpClient::new(
             ca_file.as_deref(),
+            proxy,
             Duration::from_secs(cfg.request_timeout_secs),
         )
         .map_err(|e| PollError::Fatal(e.to_string()))?;

@@ -55,6 +55,9 @@ pub struct JupiterOneConfig {
     pub base_url: Option<String>,
     /// Extra CA certificates (PEM) to trust, relative to the config file.
     pub ca_file: Option<PathBuf>,
+    /// An HTTP CONNECT proxy to reach the API through (default: the
+    /// `HTTPS_PROXY` environment variable); see `egress`.
+    pub proxy: Option<crate::egress::ProxyConfig>,
     /// J1QL; `{since}` becomes the watermark in epoch ms. Without
     /// `{since}` every cycle reads the whole result again.
     #[serde(default = "default_query")]
@@ -99,6 +102,7 @@ impl JupiterOneConfig {
         super::poller::validate_common(
             name,
             self.base_url.as_deref(),
+            self.proxy.as_ref(),
             &self.start,
             self.interval_secs,
             out,
@@ -260,9 +264,11 @@ impl JupiterOne {
         cfg: JupiterOneConfig,
         token: &SecretValue,
         ca_file: Option<PathBuf>,
+        proxy: Option<crate::egress::Proxy>,
     ) -> Result<Self, PollError> {
         let client = HttpClient::new(
             ca_file.as_deref(),
+            proxy,
             Duration::from_secs(cfg.request_timeout_secs),
         )
         .map_err(|e| PollError::Fatal(e.to_string()))?;

@@ -606,11 +606,15 @@ pub enum Region {
 pub(crate) fn validate_common(
     name: &str,
     base_url: Option<&str>,
+    proxy: Option<&crate::egress::ProxyConfig>,
     start: &str,
     interval_secs: u64,
     out: &mut Vec<crate::config::Invalid>,
 ) {
     use crate::config::invalid;
+    if let Some(p) = proxy {
+        crate::egress::validate(p, &["sources", name, "proxy"], out);
+    }
     if let Some(url) = base_url
         && !url.starts_with("https://")
     {
