@@ -805,26 +805,9 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Form decoding: `+` is a space, then `%XX` escapes.
 fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() + 1
-                && s.get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .is_some() =>
-            {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'%'));
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::util::percent_decode(&s.replace('+', " "))
 }
 
 #[cfg(test)]

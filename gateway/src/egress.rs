@@ -89,7 +89,13 @@ fn parse_url(url: &str, from_env: bool) -> Result<ParsedUrl, String> {
         }
         Some((c, h)) => {
             let (u, p) = c.split_once(':').unwrap_or((c, ""));
-            (Some((percent_decode(u), percent_decode(p))), h)
+            (
+                Some((
+                    crate::util::percent_decode(u),
+                    crate::util::percent_decode(p),
+                )),
+                h,
+            )
         }
         None => (None, rest),
     };
@@ -106,26 +112,6 @@ fn parse_url(url: &str, from_env: bool) -> Result<ParsedUrl, String> {
         return Err("must be http://host:port".into());
     }
     Ok((host.to_string(), port, creds))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A proxy to tunnel through.

@@ -7,6 +7,28 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// `%XX` escapes decoded (invalid ones kept as written); bytes that are
+/// not UTF-8 become U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// An error with its causes, `outer: inner: …`: hyper's own message
 /// ("connection error") says little without what caused it.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

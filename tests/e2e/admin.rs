@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TOKEN: &str = "admin-test-token-0123456789";
 
 fn admin_config(transforms: &str, extra_admin: &str) -> String {
-    config(&format!(
+    let cfg = config(&format!(
         r#"
 [sources.s]
 type = "push"
@@ -35,11 +35,8 @@ path = "out"
 key = "{{route}}"
 rotate = {{ max_age_secs = 0.2 }}
 "#
-    ))
-    .replace(
-        "[admin]\naddress = \"127.0.0.1:0\"",
-        &format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{extra_admin}"),
-    )
+    ));
+    crate::gw::with_admin_token(&cfg, TOKEN, extra_admin)
 }
 
 /// One raw HTTP/1.1 request to the admin listener; returns (status, JSON).

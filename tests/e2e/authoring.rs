@@ -91,7 +91,7 @@ fn json_of(stdout: &str) -> Value {
 /// A push source `jc` whose pipeline uses transform `transform` with
 /// `pipeline_config`, into a local sink; the admin API on, with its token.
 fn gateway_config(transform: &str, pipeline_config: &str) -> String {
-    config(&format!(
+    let cfg = config(&format!(
         r#"
 [sources.jc]
 type = "push"
@@ -112,11 +112,8 @@ path = "out"
 key = "{{route}}"
 rotate = {{ max_age_secs = 0.2 }}
 "#
-    ))
-    .replace(
-        "[admin]\naddress = \"127.0.0.1:0\"",
-        &format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""),
-    )
+    ));
+    crate::gw::with_admin_token(&cfg, TOKEN, "")
 }
 
 /// Creates `my-mapper` with the SDK README's commands, tests and builds it.

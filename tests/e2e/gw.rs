@@ -35,6 +35,14 @@ tls = {{ self_signed = true }}
     )
 }
 
+/// `config` with the admin API's bearer token set (and `extra` lines in
+/// `[admin]`).
+pub fn with_admin_token(config: &str, token: &str, extra: &str) -> String {
+    let plain = "[admin]\naddress = \"127.0.0.1:0\"";
+    assert!(config.contains(plain), "a config made by gw::config");
+    config.replace(plain, &format!("{plain}\ntoken = \"{token}\"\n{extra}"))
+}
+
 /// A gateway process.
 pub struct Gateway {
     child: Option<Child>,

@@ -144,11 +144,8 @@ rotate = {{ max_age_secs = 0.1 }}
         j1_url = j1_stub.url(),
         j1_ca = j1_stub.cert.display(),
         start = ago(3600),
-    ))
-    .replace(
-        "[admin]\naddress = \"127.0.0.1:0\"",
-        "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"admin-token-0123456789\"",
-    );
+    ));
+    let cfg = crate::gw::with_admin_token(&cfg, "admin-token-0123456789", "");
     // The pipeline follows an uploaded "tagger": seed it first.
     let seed = Gateway::start(
         dir.path(),

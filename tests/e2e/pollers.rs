@@ -894,11 +894,7 @@ type = "local"
 path = "pushed"
 rotate = { max_age_secs = 0.2 }
 "#;
-    let with_token = base_cfg.replace(
-        "[admin]\naddress = \"127.0.0.1:0\"",
-        "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"admin-secret\"",
-    );
-    assert_ne!(with_token, base_cfg);
+    let with_token = crate::gw::with_admin_token(&base_cfg, "admin-secret", "");
     std::fs::write(dir.path().join("no-token.toml"), &base_cfg).unwrap();
     let gw = Gateway::start(dir.path(), &with_token);
     let load = crate::spool::Load::start(gw.client(), "s", 2, 20);
@@ -1328,11 +1324,8 @@ async fn a_poller_waits_for_its_transform_and_starts_on_the_first_activation() {
     state.add((0..4).map(|i| (format!("w{i}"), at.clone(), "directory".to_string())));
     let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
     let cfg = jc_config(&stub, &ago(3600), "", FAST_SINK)
-        .replace("use = \"ecs-jumpcloud\"", "use = \"mapper\"")
-        .replace(
-            "[admin]\naddress = \"127.0.0.1:0\"",
-            "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"admin-secret\"",
-        );
+        .replace("use = \"ecs-jumpcloud\"", "use = \"mapper\"");
+    let cfg = crate::gw::with_admin_token(&cfg, "admin-secret", "");
     assert!(cfg.contains("use = \"mapper\"") && cfg.contains("token = \"admin-secret\""));
     let gw = Gateway::start(dir.path(), &cfg);
     // Three poll intervals pass with the pipeline waiting.
