@@ -12,8 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Every configured secret, by the environment variable that carries it.
-const SECRETS: [(&str, &str); 8] = [
+const SECRETS: [(&str, &str); 9] = [
     ("PUSH_BEARER", "secret-bearer-7f3a91c2e0"),
+    ("PROXY_PASSWORD", "secret-proxy-pw-3c3c3c"),
     ("PUSH_BASIC", "secret-basic-pw-4be1d9"),
     ("PUSH_HMAC", "secret-hmac-key-9d02aa"),
     ("JC_KEY", "secret-jc-key-51aa7c"),
@@ -128,6 +129,20 @@ start = "{start}"
 
 [pipelines.jc_wrong]
 source = "jc_wrong"
+sink = "lake"
+
+# A proxy that cannot be reached: every attempt is an error to log.
+[sources.jc_proxied]
+type = "jumpcloud"
+api_key = "${{env:JC_KEY}}"
+base_url = "{jc_url}"
+ca_file = "{jc_ca}"
+start = "{start}"
+interval_secs = 1
+proxy = {{ url = "http://127.0.0.1:9", username = "sluice", password = "${{env:PROXY_PASSWORD}}" }}
+
+[pipelines.jc_proxied]
+source = "jc_proxied"
 sink = "lake"
 
 [sources.j1]
@@ -251,6 +266,7 @@ sink = "lake"
             && log.contains("SignatureDoesNotMatch")
             && log.contains("stub says no")
             && log.contains("500 Internal Server Error")
+            && log.contains("cannot reach the proxy 127.0.0.1:9")
         {
             break;
         }
@@ -267,6 +283,10 @@ sink = "lake"
         ("the wrong S3 key stopped its sink", "SignatureDoesNotMatch"),
         ("JupiterOne's error was logged", "stub says no"),
         ("JumpCloud's 500 was logged", "500 Internal Server Error"),
+        (
+            "the unreachable proxy was logged",
+            "cannot reach the proxy 127.0.0.1:9",
+        ),
     ] {
         assert!(log.contains(must), "{what}:\n{log}");
     }
