@@ -6,15 +6,23 @@
 # and the dashboard under /usr/share/doc/sluice. Installing makes a system
 # user `sluice`; the service is not started until you have set the token.
 # Needs only dpkg-deb (Debian's dpkg), no cargo-deb.
+#
+# SLUICE_DEB_PROFILE picks the cargo profile (default: release). CI sets it
+# to `dev` and packages the binary its tests already built: what it checks
+# (files, user, modes, `sluice check`, the unit) does not depend on the
+# optimisation level, and a second full release build would cost CI a
+# quarter of an hour.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --locked -p sluice
+profile="${SLUICE_DEB_PROFILE:-release}"
+cargo build --profile "$profile" --locked -p sluice
+case "$profile" in dev) out=debug ;; *) out="$profile" ;; esac
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 arch=$(dpkg --print-architecture)
 root="$target/debian/sluice_${version}_${arch}"
 rm -rf "$root"
-install -D -m 0755 "$target/release/sluice" "$root/usr/bin/sluice"
+install -D -m 0755 "$target/$out/sluice" "$root/usr/bin/sluice"
 strip --strip-debug "$root/usr/bin/sluice"
 install -D -m 0644 deploy/debian/sluice.toml "$root/etc/sluice/sluice.toml"
 install -D -m 0640 deploy/debian/sluice.env "$root/etc/sluice/sluice.env"
