@@ -257,6 +257,7 @@ impl Pipeline {
             .filter(|s| s.component.is_none())
             .filter_map(|s| s.follows.clone())
             .collect();
+        names.sort();
         names.dedup();
         names
     }

@@ -118,24 +118,10 @@ source_lag_secs = 0
 [pipelines.jc]
 source = "jc"
 sink = "lake"
-
-[sinks.lake]
-type = "s3"
-bucket = "{bucket}"
-region = "us-east-1"
-endpoint = "{endpoint}"
-ca_file = "{s3_ca}"
-checksum = "when_required"
-access_key_id = "{ak}"
-secret_access_key = "${{env:SLUICE_TEST_S3_SECRET}}"
-rotate = {{ max_age_secs = 0.3 }}
-{s3_proxy}
-"#,
+{sink}"#,
         url = stub.url(),
         ca = stub.cert.display(),
-        endpoint = env.get("SLUICE_TEST_S3_ENDPOINT"),
-        s3_ca = env.get("SLUICE_TEST_S3_CA"),
-        ak = env.get("SLUICE_TEST_S3_ACCESS_KEY"),
+        sink = crate::s3::s3_sink(env, bucket, s3_proxy),
     ))
 }
 

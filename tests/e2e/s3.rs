@@ -117,7 +117,7 @@ async fn wait_lines(
     );
 }
 
-fn s3_sink(env: &S3Env, bucket: &str, extra: &str) -> String {
+pub(crate) fn s3_sink(env: &S3Env, bucket: &str, extra: &str) -> String {
     format!(
         r#"
 [sinks.lake]
