@@ -24,6 +24,8 @@
 //! assert_eq!(doc.to_json(), br#"{"user":{"name":"jane","team":"blue"},"n":1}"#);
 //! ```
 
+mod parse;
+
 use crate::json::PathError;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
@@ -55,6 +57,20 @@ pub enum Node<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Object<'a> {
     entries: Vec<(Cow<'a, str>, Node<'a>)>,
+    /// The object's text in the parsed input, while it is exactly what
+    /// [`Node::write_json`] would write for `entries` and nothing has
+    /// changed them: writing is then one copy. Every method that can change
+    /// the object, or hand out a child mutably, clears it first.
+    raw: Option<Raw<'a>>,
+}
+
+/// The canonical text of a parsed object (see [`Object`]'s `raw`).
+#[derive(Debug, Clone, Copy)]
+struct Raw<'a> {
+    text: &'a str,
+    /// Whether the text holds an empty value (`null`, `""`, `[]`, `{}`),
+    /// itself included: without one, [`Node::drop_empty`] has nothing to do.
+    has_empty: bool,
 }
 
 impl PartialEq for Object<'_> {
@@ -83,6 +99,7 @@ impl<'a> Object<'a> {
 
     /// The member `key`, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
+        self.raw = None;
         self.entries
             .iter_mut()
             .find(|(k, _)| same(k, key))
@@ -105,6 +122,7 @@ impl<'a> Object<'a> {
     /// Removes `key`, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<Node<'a>> {
         let i = self.entries.iter().position(|(k, _)| same(k, key))?;
+        self.raw = None;
         Some(self.entries.remove(i).1)
     }
 
@@ -125,6 +143,7 @@ impl<'a> Object<'a> {
 
     /// The member `key`, inserting an empty object when it is missing.
     fn entry_object(&mut self, key: &'a str) -> &mut Node<'a> {
+        self.raw = None;
         let i = match self.entries.iter().position(|(k, _)| same(k, key)) {
             Some(i) => i,
             None => {
@@ -137,7 +156,8 @@ impl<'a> Object<'a> {
     }
 
     /// Applies `Value`'s rule for repeated keys: first position, last value.
-    fn dedupe(&mut self) {
+    /// True when there were repeats.
+    fn dedupe(&mut self) -> bool {
         let n = self.entries.len();
         // Small objects (the common case) are checked pairwise: no hashing,
         // no allocation when, as almost always, there is no repeat.
@@ -145,7 +165,7 @@ impl<'a> Object<'a> {
             let repeated =
                 (1..n).any(|i| (0..i).any(|j| same(&self.entries[i].0, &self.entries[j].0)));
             if !repeated {
-                return;
+                return false;
             }
         }
         let mut at: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(n);
@@ -159,7 +179,9 @@ impl<'a> Object<'a> {
                 }
             }
         }
+        let repeated = kept.len() != n;
         self.entries = kept;
+        repeated
     }
 }
 
@@ -171,7 +193,12 @@ impl<'a> Node<'a> {
     ///
     /// serde_json's error for malformed JSON or trailing bytes.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        // The fast parser handles the usual input; anything it is not sure
+        // to treat exactly as serde_json does goes to serde_json.
+        match parse::parse(bytes) {
+            Some(node) => Ok(node),
+            None => serde_json::from_slice(bytes),
+        }
     }
 
     /// The string, if this is one.
@@ -325,6 +352,10 @@ impl<'a> Node<'a> {
     pub fn drop_empty(&mut self) -> bool {
         match self {
             Node::Object(o) => {
+                if o.raw.is_some_and(|raw| !raw.has_empty) {
+                    return false;
+                }
+                o.raw = None;
                 o.entries.retain_mut(|(_, child)| !child.drop_empty());
                 o.is_empty()
             }
@@ -358,6 +389,9 @@ impl<'a> Node<'a> {
                     item.write_json(out);
                 }
                 out.push(b']');
+            }
+            Node::Object(Object { raw: Some(raw), .. }) => {
+                out.extend_from_slice(raw.text.as_bytes());
             }
             Node::Object(o) => {
                 out.push(b'{');
@@ -446,74 +480,94 @@ fn split_last(path: &str) -> Option<(&str, &str)> {
 /// Writes `s` as a JSON string, escaped exactly as serde_json escapes it:
 /// `"` and `\`, the five short forms, other control characters as
 /// `\u00xx` (lowercase), everything else (DEL and non-ASCII included) as is.
-/// Runs of plain bytes are copied in one go: `event.original` is a whole
-/// event inside a string, and this is its hot loop.
+///
+/// This is the hot loop of a mapping that keeps `event.original` (a whole
+/// event inside a string, where every fourth or fifth byte is a quote), so
+/// it works eight bytes at a time: an exact bit mask says which bytes need
+/// escaping; the plain bytes before the first one are copied with one
+/// fixed-size store (all eight are stored, the surplus is cut off again),
+/// and the scan goes on right after the escaped byte. No variable-length
+/// copy happens per escape: in WebAssembly that is a `memory.copy`, which
+/// wasmtime runs as a call into the host.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // ESCAPE[b]: 0 = copy as is, `u` = \u00xx, else the short form's letter.
-    const ESCAPE: [u8; 256] = {
-        let mut t = [0u8; 256];
-        let mut b = 0;
-        while b < 0x20 {
-            t[b] = b'u';
-            b += 1;
-        }
-        t[0x08] = b'b';
-        t[0x09] = b't';
-        t[0x0a] = b'n';
-        t[0x0c] = b'f';
-        t[0x0d] = b'r';
-        t[b'"' as usize] = b'"';
-        t[b'\\' as usize] = b'\\';
-        t
-    };
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // True when some byte of `w` may need escaping (< 0x20, `"` or `\`).
-    // Exact enough for a filter: a false alarm only means a byte-wise look.
-    let may_escape = |w: u64| {
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let backslash = w ^ (ONES * u64::from(b'\\'));
-        ((w.wrapping_sub(ONES * 0x20) & !w)
-            | (quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash))
-            & HIGH
-            != 0
-    };
     let bytes = s.as_bytes();
+    // Room for the plain case up front; escapes reserve as they go.
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        // Skip eight plain bytes at a time: most of a string needs no escape.
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            if !may_escape(w) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = bytes[i];
-        let short = ESCAPE[usize::from(b)];
-        if short == 0 {
-            i += 1;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let chunk: [u8; 8] = chunk.try_into().expect("eight bytes");
+        let mask = escape_mask(u64::from_le_bytes(chunk));
+        let kept = out.len();
+        out.extend_from_slice(&chunk);
+        if mask == 0 {
+            i += 8;
             continue;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        i += 1;
-        start = i;
-        if short == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
+        let plain = (mask.trailing_zeros() / 8) as usize;
+        out.truncate(kept + plain);
+        escape_byte(out, chunk[plain]);
+        i += plain + 1;
+    }
+    for &b in &bytes[i..] {
+        if ESCAPE[usize::from(b)] == 0 {
+            out.push(b);
         } else {
-            out.push(b'\\');
-            out.push(short);
+            escape_byte(out, b);
         }
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// `ESCAPE[b]`: 0 = copy as is, `u` = `\u00xx`, else the short form's letter.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Appends the escape sequence of `b`, one of the bytes [`ESCAPE`] marks.
+fn escape_byte(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ESCAPE[usize::from(b)] {
+        b'u' => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+        ]),
+        short => out.extend_from_slice(&[b'\\', short]),
+    }
+}
+
+/// The high bit of each byte of `w` (little-endian) that JSON must escape:
+/// below 0x20, `"` or `\`. Exact: no carry crosses a byte, because every
+/// sum below is of two values under 0x80.
+fn escape_mask(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit set where the byte's low seven bits are >= 0x20; with the
+    // byte's own high bit, a clear result means "below 0x20".
+    let control = !(((w & LOW7) + ONES * (0x80 - 0x20)) | w);
+    let equal = |c: u8| {
+        let x = w ^ (ONES * u64::from(c));
+        !(((x & LOW7) + LOW7) | x)
+    };
+    (control | equal(b'"') | equal(b'\\')) & HIGH
 }
 
 impl fmt::Display for Node<'_> {
@@ -631,6 +685,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
         let mut o = Object {
             entries: Vec::with_capacity(map.size_hint().unwrap_or(8).min(4096)),
+            raw: None,
         };
         while let Some(key) = map.next_key_seed(KeySeed)? {
             o.entries.push((key, map.next_value()?));
@@ -696,6 +751,203 @@ mod tests {
                 value.to_string(),
                 "{case}"
             );
+        }
+    }
+
+    /// A small deterministic generator of JSON-ish text: compact and
+    /// spaced, usual and odd escapes and numbers, repeated keys, deep
+    /// nesting, and (by mutation) broken text.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn pick<'s>(&mut self, from: &[&'s str]) -> &'s str {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+
+        fn ws(&mut self, out: &mut String) {
+            if self.next() % 8 == 0 {
+                out.push_str(self.pick(&[" ", "\n", "\t ", "\r\n"]));
+            }
+        }
+
+        fn value(&mut self, out: &mut String, depth: u32) {
+            self.ws(out);
+            let kind = if depth > 4 {
+                self.next() % 5
+            } else {
+                self.next() % 8
+            };
+            match kind {
+                0 => out.push_str(self.pick(&["null", "true", "false", "nul", "truee"])),
+                1 | 2 => out.push_str(self.pick(&[
+                    "0",
+                    "-1",
+                    "42",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "-9223372036854775808",
+                    "-9223372036854775809",
+                    "-0",
+                    "01",
+                    "1.5",
+                    "41.8781",
+                    "-87.6298",
+                    "1e2",
+                    "1E+2",
+                    "2.5e300",
+                    "1e400",
+                    "-0.0",
+                    "0.1",
+                    "1.0",
+                    "1e-7",
+                    "1.",
+                    ".5",
+                    "-",
+                    "3.14159265358979",
+                ])),
+                3 | 4 => self.string(out),
+                5 => {
+                    out.push('[');
+                    for i in 0..self.next() % 4 {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.value(out, depth + 1);
+                    }
+                    self.ws(out);
+                    out.push(']');
+                }
+                _ => {
+                    out.push('{');
+                    let n = self.next() % 6;
+                    for i in 0..n {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.ws(out);
+                        let key = self.pick(&["\"a\"", "\"b\"", "\"a\"", "\"k\\u0041\"", "\"\""]);
+                        out.push_str(key);
+                        self.ws(out);
+                        out.push(':');
+                        self.value(out, depth + 1);
+                    }
+                    self.ws(out);
+                    out.push('}');
+                }
+            }
+            self.ws(out);
+        }
+
+        fn string(&mut self, out: &mut String) {
+            out.push('"');
+            for _ in 0..self.next() % 6 {
+                out.push_str(self.pick(&[
+                    "plain text",
+                    "é",
+                    "😀",
+                    "\\\"",
+                    "\\\\",
+                    "\\n",
+                    "\\/",
+                    "\\u00e9",
+                    "\\u001f",
+                    "\\u001F",
+                    "\\u0041",
+                    "\\ud83d\\ude00",
+                    "\\ud800",
+                    "\\x",
+                    "\\u12",
+                    "\u{7f}",
+                    "",
+                    "abcdefgh",
+                    "\t",
+                ]));
+            }
+            out.push('"');
+        }
+    }
+
+    #[test]
+    fn the_fast_parser_agrees_with_serde_json_whenever_it_answers() {
+        let mut g = Gen(0x5eed);
+        let (mut fast, mut raw) = (0, 0);
+        for round in 0..20_000 {
+            let mut text = String::new();
+            g.value(&mut text, 0);
+            let mut bytes = text.into_bytes();
+            if round % 3 == 0 && !bytes.is_empty() {
+                // Break it: drop, duplicate or replace one byte.
+                let at = (g.next() % bytes.len() as u64) as usize;
+                match g.next() % 3 {
+                    0 => drop(bytes.remove(at)),
+                    1 => bytes.insert(at, bytes[at]),
+                    _ => bytes[at] = b"{}[]\",:\\ 0a\x01\xff"[(g.next() % 13) as usize],
+                }
+            }
+            let reference: Result<Node<'_>, _> = serde_json::from_slice(&bytes);
+            let Some(node) = parse::parse(&bytes) else {
+                continue;
+            };
+            fast += 1;
+            let shown = String::from_utf8_lossy(&bytes);
+            let reference = reference.unwrap_or_else(|e| panic!("{shown}: serde_json says {e}"));
+            assert_eq!(node, reference, "{shown}");
+            assert_eq!(node.to_json(), reference.to_json(), "{shown}");
+            raw += check_raw(&node, &shown);
+            let mut dropped = reference.clone();
+            let empty = dropped.drop_empty();
+            let mut ours = node.clone();
+            assert_eq!(ours.drop_empty(), empty, "{shown}");
+            assert_eq!(ours.to_json(), dropped.to_json(), "{shown}");
+        }
+        // The generator must exercise both paths.
+        assert!(fast > 5_000 && raw > 500, "fast {fast}, raw {raw}");
+    }
+
+    /// Checks that every object holding its text would write exactly that
+    /// text; returns how many did.
+    fn check_raw(node: &Node<'_>, shown: &str) -> usize {
+        match node {
+            Node::Array(items) => items.iter().map(|i| check_raw(i, shown)).sum(),
+            Node::Object(o) => {
+                let below: usize = o.iter().map(|(_, v)| check_raw(v, shown)).sum();
+                let Some(r) = o.raw else {
+                    return below;
+                };
+                let mut written = node.clone();
+                written.as_object_mut().unwrap().raw = None;
+                assert_eq!(r.text.as_bytes(), written.to_json(), "{shown}");
+                below + 1
+            }
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_escape_mask_is_exact_for_every_byte_among_every_neighbour() {
+        let neighbours = [
+            0x00, 0x1f, 0x20, 0x21, 0x22, 0x5c, 0x5d, 0x7f, 0x80, 0x9f, 0xa2, 0xff,
+        ];
+        for b in 0..=255u8 {
+            for &n in &neighbours {
+                for at in 0..8 {
+                    let mut w = [n; 8];
+                    w[at] = b;
+                    let mask = escape_mask(u64::from_le_bytes(w));
+                    for (i, &x) in w.iter().enumerate() {
+                        let want = x < 0x20 || x == b'"' || x == b'\\';
+                        assert_eq!(mask >> (i * 8 + 7) & 1 == 1, want, "{w:02x?} byte {i}");
+                    }
+                }
+            }
         }
     }
 
