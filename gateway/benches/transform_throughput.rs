@@ -3,7 +3,11 @@
 //! sizes 1, 64 and 1024, on JumpCloud-like JSON events of ~720 bytes.
 //!
 //! Run: `cargo bench -p sluice --bench transform_throughput`
-//! (`BENCH_RECORDS=N` sets the records per measurement; default 200000.)
+//! (`BENCH_RECORDS=N` sets the records per measurement; default 200000.
+//! `BENCH_ONLY=NAME` runs one transform, `BENCH_BATCH=N` one batch size,
+//! `BENCH_NATIVE=0` skips the native side (for `perf stat` on WASM alone). `BENCH_GUEST_DIR=DIR` loads
+//! `DIR/NAME.wasm` instead of the built-in, e.g. an unstripped build for
+//! `perf`: see BENCHMARKS.md.)
 //!
 //! Both sides include building the input records from bytes, as the
 //! gateway must; the WASM side also includes copying them into and out of
@@ -80,8 +84,18 @@ fn compare<T: Transform>(
     inputs: &[Vec<u8>],
 ) {
     let n = inputs.len();
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only != name) {
+        return;
+    }
     let builtin = sluice::builtins::find(name).expect("built in");
-    let component = host.load(builtin.name, builtin.bytes).expect("load");
+    let component = match std::env::var_os("BENCH_GUEST_DIR") {
+        Some(dir) => {
+            let path = std::path::Path::new(&dir).join(format!("{}.wasm", name.replace('-', "_")));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            host.load(builtin.name, &bytes).expect("load")
+        }
+        None => host.load(builtin.name, builtin.bytes).expect("load"),
+    };
     let mut worker = Worker::new(component, config.clone()).expect("instantiate");
     let mut native =
         T::new(sluice_sdk::Config::new(config)).unwrap_or_else(|e| panic!("native {name}: {e}"));
@@ -91,11 +105,20 @@ fn compare<T: Transform>(
         "{:>6}  {:>14}  {:>14}  {:>9}",
         "batch", "wasm rec/s", "native rec/s", "slowdown"
     );
-    for batch in [1usize, 64, 1024] {
+    let with_native = std::env::var("BENCH_NATIVE").map_or(true, |v| v != "0");
+    let batches = match std::env::var("BENCH_BATCH") {
+        Ok(b) => vec![b.parse().expect("BENCH_BATCH is a number")],
+        Err(_) => vec![1usize, 64, 1024],
+    };
+    for batch in batches {
         // Warm up: first calls fault in memory and caches.
         bench_wasm(&mut worker, &inputs[..n.min(5000)], batch);
-        bench_native(&mut native, &inputs[..n.min(5000)], batch);
         let w = rate(n, bench_wasm(&mut worker, inputs, batch));
+        if !with_native {
+            println!("{batch:>6}  {w:>14.0}");
+            continue;
+        }
+        bench_native(&mut native, &inputs[..n.min(5000)], batch);
         let nat = rate(n, bench_native(&mut native, inputs, batch));
         println!("{batch:>6}  {w:>14.0}  {nat:>14.0}  {:>8.2}x", nat / w);
     }
