@@ -126,6 +126,14 @@ impl<'a> Object<'a> {
         Some(self.entries.remove(i).1)
     }
 
+    /// Keeps the members for which `keep` answers true, in order; `keep`
+    /// may change the values it keeps. One pass: cheaper than a
+    /// [`Object::remove`] per key when several go.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut Node<'a>) -> bool) {
+        self.raw = None;
+        self.entries.retain_mut(|(k, v)| keep(k, v));
+    }
+
     /// The members in document order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Node<'a>)> {
         self.entries.iter().map(|(k, v)| (k.as_ref(), v))
@@ -159,11 +167,18 @@ impl<'a> Object<'a> {
     /// True when there were repeats.
     fn dedupe(&mut self) -> bool {
         let n = self.entries.len();
-        // Small objects (the common case) are checked pairwise: no hashing,
-        // no allocation when, as almost always, there is no repeat.
-        if n <= 16 {
-            let repeated =
-                (1..n).any(|i| (0..i).any(|j| same(&self.entries[i].0, &self.entries[j].0)));
+        // Small objects (the common case) are checked without hashing or
+        // allocating. A key can only repeat an earlier key of its length,
+        // so a bitmap of the lengths seen (mod 64) skips nearly every
+        // comparison.
+        if n <= 32 {
+            let mut lengths = 0u64;
+            let repeated = self.entries.iter().enumerate().any(|(i, (key, _))| {
+                let bit = 1u64 << (key.len() % 64);
+                let maybe = lengths & bit != 0;
+                lengths |= bit;
+                maybe && self.entries[..i].iter().any(|(k, _)| same(k, key))
+            });
             if !repeated {
                 return false;
             }
@@ -439,11 +454,13 @@ fn same(a: &str, b: &str) -> bool {
 
 /// The keys of a dotted path. Paths are short, so a plain byte scan beats
 /// `str::split`'s general searcher, which showed up in profiles.
+#[inline(always)]
 fn segments(path: &str) -> Segments<'_> {
     Segments { rest: Some(path) }
 }
 
 /// The keys of an optional parent path: none for `None`.
+#[inline(always)]
 fn parent_segments(parent: Option<&str>) -> Segments<'_> {
     Segments { rest: parent }
 }
@@ -456,6 +473,8 @@ struct Segments<'p> {
 impl<'p> Iterator for Segments<'p> {
     type Item = &'p str;
 
+    // Inlined: as a call, this was a tenth of a mapping transform's time.
+    #[inline(always)]
     fn next(&mut self) -> Option<&'p str> {
         let r = self.rest?;
         match r.bytes().position(|b| b == b'.') {
@@ -472,6 +491,7 @@ impl<'p> Iterator for Segments<'p> {
 }
 
 /// `path.rsplit_once('.')`, by a plain byte scan (see [`segments`]).
+#[inline(always)]
 fn split_last(path: &str) -> Option<(&str, &str)> {
     let i = path.bytes().rposition(|b| b == b'.')?;
     Some((&path[..i], &path[i + 1..]))
@@ -506,7 +526,11 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         }
         let plain = (mask.trailing_zeros() / 8) as usize;
         out.truncate(kept + plain);
-        escape_byte(out, chunk[plain]);
+        match chunk[plain] {
+            // The usual escapes (JSON text inside a string), inline.
+            b @ (b'"' | b'\\') => out.extend_from_slice(&[b'\\', b]),
+            b => escape_byte(out, b),
+        }
         i += plain + 1;
     }
     for &b in &bytes[i..] {

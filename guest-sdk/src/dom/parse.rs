@@ -115,6 +115,8 @@ impl<'a> Parser<'a> {
         let mut entries = Vec::new();
         self.skip_ws();
         if self.eat(b'}').is_none() {
+            // Event objects have a dozen keys or so: fewer regrowths.
+            entries.reserve(8);
             loop {
                 if self.peek()? != b'"' {
                     return None;
