@@ -989,15 +989,26 @@ mod tests {
         // Every escape at every offset of the eight-byte skip, and
         // non-ASCII next to it.
         for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '\u{7f}', 'é', '😀'] {
-            for at in 0..20 {
-                let s: String = "abcdefghijklmnopqrstuvwxyz"
-                    .chars()
-                    .enumerate()
-                    .map(|(i, c)| if i == at { special } else { c })
-                    .collect();
-                let mut ours = Vec::new();
-                write_str(&mut ours, &s);
-                assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+            for len in 1..=26 {
+                for at in 0..len {
+                    for second in [None, Some(len - 1), Some(at / 2)] {
+                        let s: String = "abcdefghijklmnopqrstuvwxyz"
+                            .chars()
+                            .take(len)
+                            .enumerate()
+                            .map(|(i, c)| {
+                                if i == at || Some(i) == second {
+                                    special
+                                } else {
+                                    c
+                                }
+                            })
+                            .collect();
+                        let mut ours = Vec::new();
+                        write_str(&mut ours, &s);
+                        assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+                    }
+                }
             }
         }
     }
