@@ -797,7 +797,7 @@ mod tests {
         }
 
         fn ws(&mut self, out: &mut String) {
-            if self.next() % 8 == 0 {
+            if self.next().is_multiple_of(8) {
                 out.push_str(self.pick(&[" ", "\n", "\t ", "\r\n"]));
             }
         }
