@@ -5,9 +5,10 @@
 //! Run: `cargo bench -p sluice --bench transform_throughput`
 //! (`BENCH_RECORDS=N` sets the records per measurement; default 200000.
 //! `BENCH_ONLY=NAME` runs one transform, `BENCH_BATCH=N` one batch size,
-//! `BENCH_NATIVE=0` skips the native side (for `perf stat` on WASM alone). `BENCH_GUEST_DIR=DIR` loads
-//! `DIR/NAME.wasm` instead of the built-in, e.g. an unstripped build for
-//! `perf`: see BENCHMARKS.md.)
+//! `BENCH_NATIVE=0` skips the native side (to profile WASM alone).
+//! `BENCH_GUEST_DIR=DIR` loads `DIR/NAME.wasm` (`add_fields.wasm`, …)
+//! instead of the built-in: an unstripped build for `perf`, or another
+//! commit's guests for a before/after; see BENCHMARKS.md.)
 //!
 //! Both sides include building the input records from bytes, as the
 //! gateway must; the WASM side also includes copying them into and out of

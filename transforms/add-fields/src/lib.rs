@@ -4,7 +4,9 @@
 //! `{"a":1,"env":"prod","host":{"site":"ams"}}`. Keys are dotted paths;
 //! values are strings and replace any existing value. Fields are added in
 //! key order. A record that is not a JSON object is an `invalid-input`
-//! error. This is the example transform the README walks through.
+//! error. The SDK README's first example is this transform written on
+//! `serde_json::Value`; this crate uses `sluice_sdk::dom`, as the README's
+//! "Writing a fast transform" shows.
 
 use sluice_sdk::{Config, ConfigError, Emit, Record, RecordError, Transform};
 
