@@ -31,3 +31,9 @@ if [ ! -x "$tools/promtool" ]; then
   rm -rf "$tools/deb"
 fi
 "$tools/promtool" --version | head -1
+
+# protoc and protobuf's well-known types (Debian's protobuf-compiler and
+# libprotobuf-dev): the etcd-client crate compiles etcd's gRPC definitions
+# when sluice is built (cluster mode, docs/cluster.md).
+"$(dirname "$0")/debian-packages.sh" protoc=protobuf-compiler \
+  /usr/include/google/protobuf/descriptor.proto=libprotobuf-dev

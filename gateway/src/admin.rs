@@ -109,7 +109,13 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Reply {
                     }),
                 )
             } else {
-                json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+                let mut body = serde_json::json!({"status": "ready"});
+                // Cluster mode: etcd and the sources led here. Push and
+                // delivery do not need etcd, so this is detail, not a 503.
+                if let Some(view) = state.metrics.cluster_view() {
+                    body["cluster"] = serde_json::to_value(view).unwrap_or_default();
+                }
+                json(StatusCode::OK, &body)
             }
         }
         p if p.starts_with("/v1/") => {

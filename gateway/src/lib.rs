@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod builtins;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod egress;

@@ -49,6 +49,10 @@ enum Command {
         /// The config file.
         #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
         config: PathBuf,
+        /// Also reach the etcd cluster of `[cluster]` (TLS, credentials,
+        /// quorum) and report it.
+        #[arg(long)]
+        connect: bool,
     },
     /// Run one poller source over a historic window, with a progress line,
     /// through its pipelines to its sinks. Beside a running gateway on the
@@ -334,7 +338,7 @@ fn main() -> ExitCode {
         }
         Command::S3(S3Command::Test { config, sink }) => s3_test(&config, sink.as_deref()),
         Command::Spool(cmd) => spool_command(cmd),
-        Command::Check { config } => match sluice::commands::check::check(&config) {
+        Command::Check { config, connect } => match sluice::commands::check::check(&config) {
             Ok(report) => {
                 for warning in &report.warnings {
                     eprintln!("sluice: warning: {warning}");
@@ -346,6 +350,9 @@ fn main() -> ExitCode {
                 ));
                 for line in &report.graph {
                     say(format_args!("  {line}"));
+                }
+                if connect {
+                    return check_connect(&config);
                 }
                 ExitCode::SUCCESS
             }
@@ -417,6 +424,25 @@ fn s3_test(path: &std::path::Path, sink: Option<&str>) -> ExitCode {
             } else {
                 ExitCode::from(2)
             }
+        }
+        Err(e) => fail(&anyhow::anyhow!(e)),
+    }
+}
+
+/// `sluice check --connect`: reaches the etcd cluster of `[cluster]`.
+fn check_connect(path: &std::path::Path) -> ExitCode {
+    let (config, runtime) = match config_and_runtime(path, false) {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let Some(cluster) = &config.cluster else {
+        say("  no [cluster] section: nothing to connect to");
+        return ExitCode::SUCCESS;
+    };
+    match runtime.block_on(sluice::cluster::etcd::probe(cluster, &|p| config.path(p))) {
+        Ok(line) => {
+            say(format_args!("  {line}"));
+            ExitCode::SUCCESS
         }
         Err(e) => fail(&anyhow::anyhow!(e)),
     }

@@ -43,6 +43,13 @@ pub struct Metrics {
     admin_auth_failures: IntCounterVec,
     spool_over_high_water: prometheus::IntGaugeVec,
     poller_cursor: prometheus::GaugeVec,
+    cluster_leader: prometheus::IntGaugeVec,
+    cluster_changes: IntCounterVec,
+    cluster_etcd_up: prometheus::IntGaugeVec,
+    cluster_repolled: IntCounterVec,
+    cluster_fenced: IntCounterVec,
+    /// Cluster mode as `/readyz` shows it (None without `[cluster]`).
+    cluster_view: std::sync::Arc<std::sync::Mutex<Option<ClusterView>>>,
     /// Sinks stopped for good, and why (for `/readyz`).
     stopped_sinks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
@@ -335,6 +342,37 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            cluster_leader: gauge_vec(
+                &r,
+                "sluice_cluster_leader",
+                "Cluster mode: 1 while this replica leads a poller source (holds its etcd leader key with a renewed lease), else 0.",
+                &["source"],
+            ),
+            cluster_changes: counter(
+                &r,
+                "sluice_cluster_leadership_changes_total",
+                "Cluster mode: times this replica took or lost the lead of a poller source.",
+                &["source"],
+            ),
+            cluster_etcd_up: gauge_vec(
+                &r,
+                "sluice_cluster_etcd_up",
+                "Cluster mode: 1 while this replica's etcd lease is renewed within 2/3 of its TTL; 0 while it is not (its pollers pause).",
+                &[],
+            ),
+            cluster_repolled: counter(
+                &r,
+                "sluice_cluster_repolled_events_total",
+                "Cluster mode: events spooled that another replica may spool too (a new leader's first page after an unclean handover, a deposed leader's refused page). An upper bound on duplicates from failovers.",
+                &["source"],
+            ),
+            cluster_fenced: counter(
+                &r,
+                "sluice_cluster_fenced_writes_total",
+                "Cluster mode: cursor writes etcd refused because this replica no longer led the source.",
+                &["source"],
+            ),
+            cluster_view: std::sync::Arc::default(),
             stopped_sinks: std::sync::Arc::default(),
             registry: r,
         }
@@ -750,6 +788,124 @@ impl Metrics {
             source,
             reason,
             "poller stopped; fix the cause and restart sluice"
+        );
+    }
+}
+
+/// Cluster mode's state for `/readyz`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterView {
+    /// This replica's id.
+    pub instance_id: String,
+    /// Whether the etcd lease is being renewed.
+    pub etcd_up: bool,
+    /// The poller sources this replica leads.
+    pub leads: std::collections::BTreeSet<String>,
+}
+
+impl Metrics {
+    /// Cluster mode is on: every poller source starts as not led here,
+    /// and etcd as not (yet) reached.
+    pub fn declare_cluster(&self, instance_id: &str, sources: &[String]) {
+        for s in sources {
+            self.cluster_leader.with_label_values(&[s.as_str()]).set(0);
+            self.cluster_changes.with_label_values(&[s.as_str()]);
+            self.cluster_repolled.with_label_values(&[s.as_str()]);
+            self.cluster_fenced.with_label_values(&[s.as_str()]);
+        }
+        self.cluster_etcd_up
+            .with_label_values(&[] as &[&str])
+            .set(0);
+        *crate::util::lock(&self.cluster_view) = Some(ClusterView {
+            instance_id: instance_id.to_string(),
+            ..ClusterView::default()
+        });
+    }
+
+    /// Cluster mode's state, if it is on.
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        crate::util::lock(&self.cluster_view).clone()
+    }
+
+    /// The etcd lease was renewed in time (`up`) or was not within 2/3 of
+    /// its TTL; logged only on a change.
+    pub fn cluster_etcd(&self, up: bool, why: &str) {
+        let mut view = crate::util::lock(&self.cluster_view);
+        let Some(view) = view.as_mut() else { return };
+        if view.etcd_up == up {
+            return;
+        }
+        view.etcd_up = up;
+        self.cluster_etcd_up
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(up));
+        if up {
+            tracing::info!(
+                instance_id = view.instance_id.as_str(),
+                "etcd lease held; pollers may lead"
+            );
+        } else {
+            tracing::warn!(
+                instance_id = view.instance_id.as_str(),
+                reason = why,
+                "etcd lease not renewed within 2/3 of its TTL; pollers pause, push and delivery go on"
+            );
+        }
+    }
+
+    /// Whether this replica leads `source` (as last reported).
+    pub fn cluster_leads(&self, source: &str) -> bool {
+        crate::util::lock(&self.cluster_view)
+            .as_ref()
+            .is_some_and(|v| v.leads.contains(source))
+    }
+
+    /// This replica took (`leads`) or lost the lead of `source`.
+    pub fn cluster_leader(&self, source: &str, leads: bool, why: &str) {
+        self.cluster_leader
+            .with_label_values(&[source])
+            .set(i64::from(leads));
+        self.cluster_changes.with_label_values(&[source]).inc();
+        if let Some(view) = crate::util::lock(&self.cluster_view).as_mut() {
+            if leads {
+                view.leads.insert(source.to_string());
+            } else {
+                view.leads.remove(source);
+            }
+        }
+        if leads {
+            tracing::info!(source, reason = why, "this replica now leads the poller");
+        } else {
+            tracing::warn!(
+                source,
+                reason = why,
+                "this replica no longer leads the poller; it stops polling"
+            );
+        }
+    }
+
+    /// Events spooled that another replica may spool too (see the metric).
+    pub fn cluster_repolled(&self, source: &str, events: usize, why: &str) {
+        if events == 0 {
+            return;
+        }
+        self.cluster_repolled
+            .with_label_values(&[source])
+            .inc_by(events as u64);
+        tracing::warn!(
+            source,
+            events,
+            reason = why,
+            "events may be duplicated by a failover"
+        );
+    }
+
+    /// etcd refused a cursor write: another replica leads `source` now.
+    pub fn cluster_fenced(&self, source: &str) {
+        self.cluster_fenced.with_label_values(&[source]).inc();
+        tracing::warn!(
+            source,
+            "cursor write refused by etcd: another replica took the lead (this one was paused or cut off)"
         );
     }
 }

@@ -44,3 +44,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Locks a mutex, taking the data of one a panicking thread left poisoned:
+/// every value kept under these mutexes stays consistent at each unlock.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -7,6 +7,7 @@ mod admin;
 mod authoring;
 mod builtins;
 mod cli;
+mod cluster;
 mod durability;
 mod egress;
 mod examples;

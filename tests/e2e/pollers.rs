@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn jc_config(stub: &stubs::Stub, start: &str, extra: &str, sink: &str) -> String {
+pub(crate) fn jc_config(stub: &stubs::Stub, start: &str, extra: &str, sink: &str) -> String {
     config(&format!(
         r#"
 [sources.jc]
@@ -59,7 +59,7 @@ fn ago_of(state: &stubs::JumpCloud, id: &str) -> String {
 }
 
 /// `event.id` → how many times it was delivered.
-fn ids(root: &Path) -> BTreeMap<String, usize> {
+pub(crate) fn ids(root: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for (_, line) in delivered(root) {
         let doc: Value = serde_json::from_str(&line).unwrap();

@@ -33,6 +33,9 @@ pub enum Fault {
     Hang(Arc<Notify>),
     /// Close the connection without an answer: a network error.
     Drop,
+    /// Hold the request until `release` is notified, then answer it
+    /// normally (to pause sluice while a page is in flight).
+    Delay(Arc<Notify>),
 }
 
 /// Marks a response that must not be sent: the connection is closed.
@@ -161,6 +164,10 @@ async fn take_fault(faults: &Mutex<VecDeque<Fault>>) -> Option<Response<Full<Byt
         Fault::Hang(release) => {
             release.notified().await;
             reply(503, "{}", &[])
+        }
+        Fault::Delay(release) => {
+            release.notified().await;
+            return None;
         }
         Fault::Drop => {
             let mut r = reply(500, "", &[]);

@@ -170,7 +170,9 @@ pub async fn backfill(
             undelivered,
             flush,
         }),
-        Err(PollError::Fatal(message)) => Err(BackfillError::Poll {
+        // A backfill has no fence (its window is its own), so it is never
+        // deposed; were it, that would end it as an error would.
+        Err(PollError::Fatal(message) | PollError::Deposed(message)) => Err(BackfillError::Poll {
             source_name: source.to_string(),
             message,
         }),
@@ -320,7 +322,7 @@ impl Backfills {
             s.state = match result {
                 Ok(()) => "done".into(),
                 Err(PollError::Shutdown) => "cancelled".into(),
-                Err(PollError::Fatal(why)) => {
+                Err(PollError::Fatal(why) | PollError::Deposed(why)) => {
                     s.error = Some(why);
                     "failed".into()
                 }

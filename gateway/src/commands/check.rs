@@ -71,10 +71,12 @@ pub fn check(path: &Path) -> Result<Report, super::run::RunError> {
     }
     let now = chrono::Utc::now();
     for (name, sink) in &config.sinks {
-        let naming = crate::sinks::Naming::of(sink).map_err(|e| super::run::RunError::Sink {
-            sink: name.clone(),
-            source: crate::sinks::SinkError::Fatal(e.to_string()),
-        })?;
+        let mut naming =
+            crate::sinks::Naming::of(sink).map_err(|e| super::run::RunError::Sink {
+                sink: name.clone(),
+                source: crate::sinks::SinkError::Fatal(e.to_string()),
+            })?;
+        naming.instance = config.cluster.as_ref().map(|c| c.instance_id().into());
         // The route of the first pipeline into it (transforms may set
         // their own per record, such as `jumpcloud.<service>`).
         let (route, source) = config.pipelines.values().find(|p| p.sink == *name).map_or(

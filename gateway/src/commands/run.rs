@@ -91,6 +91,9 @@ pub enum RunError {
         /// Why.
         message: String,
     },
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(crate::cluster::ClusterError),
     /// A sink could not start.
     #[error("sink `{sink}`: {source}")]
     Sink {
@@ -202,6 +205,7 @@ impl Pollers {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             progress: None,
+            fence: None,
         }
     }
 }
@@ -334,6 +338,7 @@ impl Core {
                 .push(Arc::new(built));
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let instance: Option<Arc<str>> = config.cluster.as_ref().map(|c| c.instance_id().into());
         // Sinks stop last, after the listeners and pollers have finished
         // what they had in flight (see `stop`), so those records are
         // delivered before sluice exits.
@@ -371,6 +376,7 @@ impl Core {
                         compression_level: l.compression_level,
                         rotate: l.rotate.clone(),
                         max_in_flight: l.max_in_flight,
+                        instance: instance.clone(),
                     };
                     std::thread::Builder::new()
                         .name(format!("sink-{name}"))
@@ -410,6 +416,7 @@ impl Core {
                         compression_level: c.compression_level,
                         rotate: c.rotate.clone(),
                         max_in_flight: c.max_in_flight,
+                        instance: instance.clone(),
                     };
                     let cfg = c.clone();
                     std::thread::Builder::new()
@@ -572,6 +579,33 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             shutdown.clone(),
         )));
     }
+    // Cluster mode: pollers run where they are led (see crate::cluster).
+    // etcd need not answer yet; the pollers wait for it, nothing else does.
+    let coordinator: Option<(Arc<dyn crate::cluster::Coordinator>, String)> = match &config.cluster
+    {
+        Some(c) => {
+            let instance = c.instance_id();
+            let pollers: Vec<String> = config
+                .sources
+                .iter()
+                .filter(|(_, s)| !matches!(s, SourceConfig::Push(_)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            core.metrics.declare_cluster(&instance, &pollers);
+            let etcd =
+                crate::cluster::etcd::Etcd::start(c, &|p| config.path(p), core.metrics.clone())
+                    .await
+                    .map_err(RunError::Cluster)?;
+            tracing::info!(
+                instance_id = instance.as_str(),
+                prefix = c.prefix.as_str(),
+                lease_ttl_secs = c.lease_ttl_secs,
+                "cluster mode: each poller runs on the one replica that leads it"
+            );
+            Some((Arc::new(etcd), instance))
+        }
+        None => None,
+    };
     for name in config.sources.keys() {
         if let Some((poller, interval)) = core.pollers.poller(name)? {
             let ctx = core.pollers.ctx(name, name.clone());
@@ -580,7 +614,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 interval_secs = interval.as_secs(),
                 "poller started"
             );
-            servers.push(tokio::spawn(run_loop(ctx, interval, poller)));
+            servers.push(match &coordinator {
+                Some((c, instance)) => tokio::spawn(crate::cluster::run_poller(
+                    c.clone(),
+                    instance.clone(),
+                    ctx,
+                    interval,
+                    poller,
+                )),
+                None => tokio::spawn(run_loop(ctx, interval, poller)),
+            });
         }
     }
 

@@ -78,6 +78,9 @@ pub struct Config {
     /// Limits on the transform host.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Cluster mode: run as one of several replicas coordinated through
+    /// etcd (docs/cluster.md). Without it, nothing is coordinated.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -749,6 +752,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(c) = &self.cluster {
+            c.validate(&mut out);
         }
         if !(1..=4096).contains(&self.limits.transform_memory_mib) {
             out.push(invalid(

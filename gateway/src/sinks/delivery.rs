@@ -542,6 +542,7 @@ impl<S: ObjectStore> Delivery<S> {
             &self.meta,
             &*self.store,
             &self.s.object_name,
+            self.s.instance.as_deref(),
             group,
             &ext,
             chrono::Utc::now(),

@@ -39,6 +39,8 @@ pub struct Naming {
     pub encoding: Encoding,
     /// Their compression.
     pub compression: Compression,
+    /// Cluster mode: this replica's id, appended to object names.
+    pub instance: Option<Arc<str>>,
 }
 
 impl Naming {
@@ -64,6 +66,7 @@ impl Naming {
                 name: style(l.name.as_deref())?,
                 encoding: l.encoding,
                 compression: l.compression,
+                instance: None,
             },
             SinkConfig::S3(c) => {
                 let layout = c.layout();
@@ -73,6 +76,7 @@ impl Naming {
                     name: style(layout.name.as_deref())?,
                     encoding: layout.encoding,
                     compression: layout.compression,
+                    instance: None,
                 }
             }
         })
@@ -98,7 +102,7 @@ impl Naming {
             kind,
             encoding: self.encoding,
         };
-        let name = naming::candidate(&self.name, &group, now, 0);
+        let name = naming::candidate(&self.name, self.instance.as_deref(), &group, now, 0);
         let extension = extension(self.encoding, self.compression);
         match group.prefix.as_str() {
             "" => format!("{}{name}.{extension}", self.location),
@@ -192,6 +196,8 @@ pub struct ObjectSettings {
     pub rotate: RotateConfig,
     /// Objects uploaded at once.
     pub max_in_flight: usize,
+    /// Cluster mode: this replica's id, appended to object names.
+    pub instance: Option<Arc<str>>,
 }
 
 pub(crate) fn default_in_flight() -> usize {

@@ -34,7 +34,9 @@ pub enum NameStyle {
 const ATTEMPTS: u32 = 100_000;
 
 /// Picks a name for `row` (its `key` is filled in) and records the object
-/// in the manifest. Returns the manifest id.
+/// in the manifest. Returns the manifest id. In cluster mode `instance` is
+/// this replica's id, appended to every name (see [`candidate`]), so two
+/// replicas writing to one bucket never pick the same key.
 ///
 /// # Errors
 ///
@@ -44,13 +46,14 @@ pub fn reserve(
     meta: &Meta,
     store: &dyn ObjectStore,
     style: &NameStyle,
+    instance: Option<&str>,
     group: &Group,
     extension: &str,
     now: DateTime<Utc>,
     row: &mut ObjectRow,
 ) -> Result<i64, SinkError> {
     for attempt in 0..ATTEMPTS {
-        let name = candidate(style, group, now, attempt);
+        let name = candidate(style, instance, group, now, attempt);
         let key = if group.prefix.is_empty() {
             format!("{name}.{extension}")
         } else {
@@ -70,13 +73,23 @@ pub fn reserve(
     )))
 }
 
-/// The `attempt`-th name for an object sealed at `now`.
+/// The `attempt`-th name for an object sealed at `now`, with
+/// `_<instance>` appended in cluster mode.
 pub(crate) fn candidate(
     style: &NameStyle,
+    instance: Option<&str>,
     group: &Group,
     now: DateTime<Utc>,
     attempt: u32,
 ) -> String {
+    let name = style_candidate(style, group, now, attempt);
+    match instance {
+        Some(i) => format!("{name}_{i}"),
+        None => name,
+    }
+}
+
+fn style_candidate(style: &NameStyle, group: &Group, now: DateTime<Utc>, attempt: u32) -> String {
     let later =
         |secs: u32| DateTime::from_timestamp(now.timestamp() + i64::from(secs), 0).unwrap_or(now);
     match (style, group.kind) {
@@ -128,25 +141,31 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 12, 1, 4, 2, 41).unwrap();
         let cdr = group("", Kind::Cdr);
         assert_eq!(
-            candidate(&NameStyle::Emnify, &cdr, now, 0),
+            candidate(&NameStyle::Emnify, None, &cdr, now, 0),
             "cdr_20261201_040241"
         );
         assert_eq!(
-            candidate(&NameStyle::Emnify, &cdr, now, 1),
+            candidate(&NameStyle::Emnify, None, &cdr, now, 1),
             "cdr_20261201_040242"
         );
         let timed = NameStyle::Template(KeyTemplate::parse("time=%H%M%S").unwrap());
-        assert_eq!(candidate(&timed, &cdr, now, 2), "time=040243");
+        assert_eq!(candidate(&timed, None, &cdr, now, 2), "time=040243");
         let fixed = NameStyle::Template(KeyTemplate::parse("data").unwrap());
-        assert_eq!(candidate(&fixed, &cdr, now, 0), "data");
-        assert_eq!(candidate(&fixed, &cdr, now, 3), "data-3");
+        assert_eq!(candidate(&fixed, None, &cdr, now, 0), "data");
+        assert_eq!(candidate(&fixed, None, &cdr, now, 3), "data-3");
         // Dead letters under emnify's layout take default names.
         let dead = candidate(
             &NameStyle::Emnify,
+            None,
             &group("dead_letter", Kind::Plain),
             now,
             0,
         );
         assert!(dead.starts_with("20261201T040241.000Z-"), "{dead}");
+        // Cluster mode: the replica's id ends every name.
+        assert_eq!(
+            candidate(&NameStyle::Emnify, Some("replica-a"), &cdr, now, 1),
+            "cdr_20261201_040242_replica-a"
+        );
     }
 }

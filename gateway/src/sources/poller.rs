@@ -159,6 +159,9 @@ pub enum PollError {
     /// sluice is shutting down.
     #[error("shutting down")]
     Shutdown,
+    /// Cluster mode: this replica no longer leads the source, and why.
+    #[error("no longer leading: {0}")]
+    Deposed(String),
 }
 
 /// What a poller needs from the gateway.
@@ -181,6 +184,10 @@ pub struct PollCtx {
     /// Called after every committed page with (events spooled so far in
     /// this run, pages so far): the backfill's progress bar.
     pub progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    /// Cluster mode: the lead this poller polls under. Each page's cursor
+    /// is then also written to etcd, fenced, after the spool commit
+    /// (see [`crate::cluster`]).
+    pub fence: Option<Arc<crate::cluster::Fence>>,
 }
 
 impl std::fmt::Debug for PollCtx {
@@ -291,12 +298,7 @@ impl PollCtx {
                 .append_page(rows.clone(), checkpoint, run_ids.clone())
                 .await
             {
-                Ok(()) => {
-                    if let Some(ns) = at_ns {
-                        self.metrics.poll_cursor(&self.name, ns as f64 / 1e9);
-                    }
-                    return Ok(());
-                }
+                Ok(()) => break,
                 Err(crate::spool::SpoolError::Closed) => return Err(PollError::Shutdown),
                 Err(e) => {
                     let wait = backoff.next(None);
@@ -306,6 +308,15 @@ impl PollCtx {
                 }
             }
         }
+        // Step 4 in cluster mode, after the page is durable here: a crash
+        // in between makes the next leader poll this page again.
+        if let Some(fence) = self.fence.clone() {
+            fence.commit(self, &cursor, records.len()).await?;
+        }
+        if let Some(ns) = at_ns {
+            self.metrics.poll_cursor(&self.name, ns as f64 / 1e9);
+        }
+        Ok(())
     }
 
     /// Commits a page (see [`PollCtx::commit`]) and accounts for it: the
@@ -346,9 +357,34 @@ impl PollCtx {
         if *self.shutdown.borrow() {
             return Err(PollError::Shutdown);
         }
+        self.check_lead()?;
+        let fence = self.fence.clone();
+        let lost = async {
+            match &fence {
+                Some(f) => f.lost().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep(d) => Ok(()),
             _ = self.shutdown.changed() => Err(PollError::Shutdown),
+            () = lost => Err(crate::cluster::Fence::lapsed()),
+        }
+    }
+
+    /// Cluster mode: [`PollError::Deposed`] once the lease is no longer
+    /// known to be valid. Checked before every API request and during
+    /// every wait, so a replica that may have lost the lead sends nothing
+    /// more; a request already answered is still spooled, and its fenced
+    /// cursor write decides (see [`crate::cluster`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Deposed`].
+    pub fn check_lead(&self) -> Result<(), PollError> {
+        match &self.fence {
+            Some(f) if !f.held() => Err(crate::cluster::Fence::lapsed()),
+            _ => Ok(()),
         }
     }
 }
@@ -391,6 +427,7 @@ impl PollCtx {
         use crate::http_client::{HttpError, retry_after};
         use hyper::StatusCode;
         loop {
+            self.check_lead()?;
             stats.requests += 1;
             let sent = req
                 .client
@@ -564,29 +601,31 @@ impl Poller {
 /// Runs `poller` every `interval` until shutdown or a fatal error, logging
 /// each cycle's statistics.
 pub async fn run_loop(mut ctx: PollCtx, interval: Duration, poller: Poller) {
+    if let PollError::Fatal(reason) = run_cycles(&mut ctx, interval, &poller).await {
+        ctx.metrics.poller_stopped(&ctx.name, &reason);
+    }
+}
+
+/// Runs cycles every `interval` until one ends in an error, and returns it.
+pub async fn run_cycles(ctx: &mut PollCtx, interval: Duration, poller: &Poller) -> PollError {
     loop {
         // A pipeline that waits for its transform to be uploaded could not
         // take a page: the API is not polled (its events stay there, and
         // the cursor where it was) until the transform is activated.
         while crate::pipeline::first_waiting(&ctx.pipelines).is_some() {
-            if ctx.sleep(Duration::from_secs(1)).await.is_err() {
-                return;
+            if let Err(e) = ctx.sleep(Duration::from_secs(1)).await {
+                return e;
             }
         }
         let started = std::time::Instant::now();
         let mut stats = CycleStats::default();
-        let result = poller.cycle(&mut ctx, &mut stats, None).await;
+        let result = poller.cycle(ctx, &mut stats, None).await;
         ctx.metrics.poll_cycle(&ctx.name, &stats, started.elapsed());
-        match result {
-            Ok(()) => {}
-            Err(PollError::Shutdown) => return,
-            Err(PollError::Fatal(reason)) => {
-                ctx.metrics.poller_stopped(&ctx.name, &reason);
-                return;
-            }
+        if let Err(e) = result {
+            return e;
         }
-        if ctx.sleep(interval).await.is_err() {
-            return;
+        if let Err(e) = ctx.sleep(interval).await {
+            return e;
         }
     }
 }

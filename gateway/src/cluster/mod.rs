@@ -1,0 +1,528 @@
+//! Cluster mode: several replicas, each poller source led by one of them
+//! at a time, its cursor fenced in a coordination store (etcd).
+//!
+//! Push needs no coordination: each replica spools and acknowledges on its
+//! own, and its object names carry its instance id. Pollers do: a source
+//! polled by two replicas would be spooled twice. So a replica polls a
+//! source only while it leads it, and every cursor write is a transaction
+//! that commits only if the writer still holds the leadership it was given
+//! (the leader key's create revision). A replica that was paused or cut off
+//! and does not know it has lost the lead cannot move the cursor: its write
+//! is refused, and it stops.
+//!
+//! Write order per page (crash ordering):
+//! 1. fetch; 2. transform; 3. commit records and the local checkpoint to
+//!    the spool (durable); 4. the fenced cursor write.
+//!
+//! A crash between 3 and 4 leaves a page spooled whose cursor etcd never
+//! saw: the next leader polls it again. That is at most one page per
+//! failover, counted in `sluice_cluster_repolled_events_total`.
+//!
+//! The engine is behind [`Coordinator`], so another (a Kubernetes Lease)
+//! can follow without touching the pollers.
+
+pub mod etcd;
+
+use crate::config::{Invalid, invalid};
+use crate::metrics::Metrics;
+use crate::sources::poller::{PollCtx, PollError, Poller, run_cycles};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// `[cluster]`: run as one of several replicas coordinated through etcd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd client URLs, `https://` only (several members: any that
+    /// answers is used).
+    pub etcd: Vec<String>,
+    /// TLS to etcd.
+    pub tls: ClusterTls,
+    /// Prefix of every key sluice keeps in etcd, such as `/sluice/prod`.
+    /// Replicas with the same prefix form one cluster.
+    pub prefix: String,
+    /// This replica's id, unique in the cluster (default: the host name).
+    /// Object names carry it, so two replicas never write the same key.
+    pub instance_id: Option<String>,
+    /// The etcd lease's TTL in seconds (3–300, default 10). A leader that
+    /// crashes is replaced after about this long; one that cannot renew
+    /// its lease for 2/3 of it stops polling first.
+    #[serde(default = "default_ttl")]
+    pub lease_ttl_secs: u64,
+}
+
+/// TLS to etcd: the CA that signed the members' certificates, and this
+/// replica's client certificate when etcd asks for one
+/// (`--client-cert-auth`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    /// PEM CA file.
+    pub ca: PathBuf,
+    /// PEM client certificate (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+}
+
+fn default_ttl() -> u64 {
+    10
+}
+
+impl ClusterConfig {
+    /// Checks the section (no I/O).
+    pub(crate) fn validate(&self, out: &mut Vec<Invalid>) {
+        if self.etcd.is_empty() {
+            out.push(invalid(&["cluster", "etcd"], "needs at least one etcd URL"));
+        }
+        for (i, url) in self.etcd.iter().enumerate() {
+            if !url.starts_with("https://") || url.len() <= "https://".len() {
+                out.push(invalid(
+                    &["cluster", "etcd", &i.to_string()],
+                    format!("{url:?} must be an https:// URL: cursors and transforms never cross the network in clear text"),
+                ));
+            }
+        }
+        let p = &self.prefix;
+        if !p.starts_with('/')
+            || p.len() < 2
+            || p.ends_with('/')
+            || p.contains("//")
+            || !p.bytes().all(|b| b.is_ascii_graphic())
+        {
+            out.push(invalid(
+                &["cluster", "prefix"],
+                "must be a path such as /sluice/prod: starts with /, no trailing / or //, printable ASCII",
+            ));
+        }
+        if let Some(id) = &self.instance_id
+            && !valid_instance_id(id)
+        {
+            out.push(invalid(
+                &["cluster", "instance_id"],
+                "must be 1-63 characters of A-Z a-z 0-9 . _ - (it goes into object names)",
+            ));
+        }
+        if !(3..=300).contains(&self.lease_ttl_secs) {
+            out.push(invalid(
+                &["cluster", "lease_ttl_secs"],
+                "must be between 3 and 300",
+            ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            out.push(invalid(
+                &["cluster", "tls"],
+                "needs both `cert` and `key`, or neither",
+            ));
+        }
+    }
+
+    /// The configured instance id, or the host name reduced to the
+    /// characters an id may hold.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .unwrap_or_default();
+            let id: String = host
+                .trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(63)
+                .collect();
+            if id.is_empty() { "sluice".into() } else { id }
+        })
+    }
+
+    /// The lease TTL.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
+fn valid_instance_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Why a coordination step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The section cannot be used (an unreadable TLS file, say).
+    #[error("[cluster]: {0}")]
+    Config(String),
+    /// The coordination store did not answer, or answered with an error;
+    /// retried.
+    #[error("etcd: {0}")]
+    Unavailable(String),
+    /// The write was refused: this replica no longer leads the source.
+    #[error("refused: this replica no longer leads the source")]
+    Fenced,
+}
+
+/// A boxed future, so [`Coordinator`] can be used as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a replica needs from the coordination engine.
+pub trait Coordinator: Send + Sync {
+    /// Waits until this replica leads `source`; retries while the engine
+    /// cannot be reached.
+    fn campaign<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Term>;
+    /// The source's cursor as the last leader wrote it.
+    fn load_cursor<'a>(
+        &'a self,
+        term: &'a Term,
+    ) -> BoxFuture<'a, Result<Option<Cursor>, ClusterError>>;
+    /// Writes the cursor if and only if `term` still leads the source
+    /// ([`ClusterError::Fenced`] otherwise).
+    fn commit_cursor<'a>(
+        &'a self,
+        term: &'a Term,
+        cursor: &'a Cursor,
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Writes the last cursor marked as handed over cleanly and gives up
+    /// the lead, in one fenced step, so another replica can take over at
+    /// once (no duplicates to count).
+    fn resign<'a>(
+        &'a self,
+        term: &'a Term,
+        cursor: &'a Cursor,
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
+}
+
+/// One leadership of one source: valid while the lease it was won under
+/// is renewed in time.
+#[derive(Debug, Clone)]
+pub struct Term {
+    /// The source.
+    pub source: String,
+    /// The engine's fencing token (etcd: the leader key's create revision).
+    pub token: i64,
+    /// The lease the leadership hangs on.
+    pub lease: i64,
+    /// The current valid lease (None while it is not renewed in time).
+    held: watch::Receiver<Option<i64>>,
+}
+
+impl Term {
+    /// A term won under `lease`; `held` tells which lease is valid now.
+    pub fn new(source: &str, token: i64, lease: i64, held: watch::Receiver<Option<i64>>) -> Self {
+        Self {
+            source: source.to_string(),
+            token,
+            lease,
+            held,
+        }
+    }
+
+    /// Whether the lease is still renewed in time.
+    pub fn held(&self) -> bool {
+        *self.held.borrow() == Some(self.lease)
+    }
+
+    /// Resolves once the lease is no longer known to be valid.
+    pub async fn lost(&self) {
+        let mut held = self.held.clone();
+        let _ = held.wait_for(|l| *l != Some(self.lease)).await;
+    }
+}
+
+/// A source's cursor as stored in the coordination engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The poller's cursors by checkpoint key, as its local checkpoints
+    /// hold them (one for most sources; one per org for a JumpCloud MSP
+    /// key, `<source>/org=<id>`).
+    pub values: BTreeMap<String, String>,
+    /// The replica that wrote it.
+    pub instance: String,
+    /// True when that replica resigned after writing it, so the pages it
+    /// spooled are all behind this cursor.
+    pub clean: bool,
+}
+
+/// A poller's lead, as its page commits use it (see [`PollCtx::commit`]).
+pub struct Fence {
+    coordinator: Arc<dyn Coordinator>,
+    term: Term,
+    instance: String,
+    metrics: Metrics,
+    /// The previous term ended without a clean hand-over: this term's
+    /// first page may repeat what that leader spooled last.
+    first_page_suspect: AtomicBool,
+    /// The cursors as last written.
+    values: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a failing coordination call waits before it is tried again.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+impl Fence {
+    /// Whether the lease is still known to be valid.
+    pub fn held(&self) -> bool {
+        self.term.held()
+    }
+
+    /// Resolves once the lease is no longer known to be valid.
+    pub async fn lost(&self) {
+        self.term.lost().await;
+    }
+
+    /// The error of a poller whose lease lapsed.
+    pub fn lapsed() -> PollError {
+        PollError::Deposed("the etcd lease was not renewed within 2/3 of its TTL".into())
+    }
+
+    /// Step 4 of a page: writes `value` as the cursor under the page's
+    /// checkpoint key, fenced. Retries while etcd cannot be reached and the
+    /// lease is still valid. The write is tried even when the lease lapsed
+    /// while the page was in flight: the fence, not this replica's clock,
+    /// decides whether it still leads.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Deposed`] when the write is refused or the lease lapses
+    /// while retrying (the page's `events` are then counted as possibly
+    /// repeated by the next leader); [`PollError::Shutdown`].
+    pub async fn commit(
+        &self,
+        ctx: &mut PollCtx,
+        value: &str,
+        events: usize,
+    ) -> Result<(), PollError> {
+        let mut values = crate::util::lock(&self.values).clone();
+        values.insert(ctx.checkpoint.clone(), value.to_string());
+        self.write(ctx, values, events).await
+    }
+
+    /// Writes `values` as the source's cursors, fenced (see [`Fence::commit`]).
+    async fn write(
+        &self,
+        ctx: &mut PollCtx,
+        values: BTreeMap<String, String>,
+        events: usize,
+    ) -> Result<(), PollError> {
+        let cursor = Cursor {
+            values,
+            instance: self.instance.clone(),
+            clean: false,
+        };
+        let source = &self.term.source;
+        let mut wait = RETRY_MIN;
+        loop {
+            match self.coordinator.commit_cursor(&self.term, &cursor).await {
+                Ok(()) => {
+                    *crate::util::lock(&self.values) = cursor.values;
+                    if events > 0 && self.first_page_suspect.swap(false, Ordering::Relaxed) {
+                        self.metrics.cluster_repolled(
+                            source,
+                            events,
+                            "first page after a leader that did not hand over cleanly; it may have spooled these too",
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(ClusterError::Fenced) => {
+                    self.metrics.cluster_fenced(source);
+                    self.metrics.cluster_repolled(
+                        source,
+                        events,
+                        "page spooled by a deposed leader; the new one polls it too",
+                    );
+                    return Err(PollError::Deposed(
+                        "etcd refused the cursor write: another replica leads the source".into(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(source = source.as_str(), error = %e, "cursor write failed; retrying");
+                    if let Err(stop) = ctx.sleep(wait).await {
+                        if matches!(stop, PollError::Deposed(_)) {
+                            self.metrics.cluster_repolled(
+                                source,
+                                events,
+                                "the lease lapsed before this page's cursor was written; the next leader polls it again",
+                            );
+                        }
+                        return Err(stop);
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a poller source in cluster mode: campaigns for it, polls while it
+/// leads, and campaigns again when it loses the lead, until shutdown or an
+/// error an operator must fix.
+pub async fn run_poller(
+    coordinator: Arc<dyn Coordinator>,
+    instance: String,
+    mut ctx: PollCtx,
+    interval: Duration,
+    poller: Poller,
+) {
+    let source = ctx.name.to_string();
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let term = tokio::select! {
+            t = coordinator.campaign(&source) => t,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let fence = Arc::new(Fence {
+            coordinator: coordinator.clone(),
+            term: term.clone(),
+            instance: instance.clone(),
+            metrics: ctx.metrics.clone(),
+            first_page_suspect: AtomicBool::new(false),
+            values: std::sync::Mutex::default(),
+        });
+        ctx.fence = Some(fence.clone());
+        let outcome = lead(&coordinator, &fence, &mut ctx, interval, &poller).await;
+        ctx.fence = None;
+        let led = ctx.metrics.cluster_leads(&source);
+        match outcome {
+            PollError::Deposed(why) => {
+                if led {
+                    ctx.metrics.cluster_leader(&source, false, &why);
+                }
+            }
+            e @ (PollError::Shutdown | PollError::Fatal(_)) => {
+                // Hand over: the local checkpoints are exactly what this
+                // replica spooled, so they are the cursors to leave behind.
+                let mut keys: Vec<String> =
+                    crate::util::lock(&fence.values).keys().cloned().collect();
+                keys.push(ctx.checkpoint.clone());
+                let cursor = Cursor {
+                    values: local_cursors(&ctx, keys),
+                    instance: instance.clone(),
+                    clean: true,
+                };
+                let resigned = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    coordinator.resign(&term, &cursor),
+                )
+                .await;
+                if led && !matches!(resigned, Ok(Ok(()))) {
+                    tracing::warn!(
+                        source = source.as_str(),
+                        "could not hand the lead over; another replica takes it when the lease expires"
+                    );
+                }
+                if led {
+                    ctx.metrics.cluster_leader(&source, false, "stopping");
+                }
+                if let PollError::Fatal(reason) = e {
+                    ctx.metrics.poller_stopped(&source, &reason);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// This replica's checkpoints under `keys` (those it has).
+fn local_cursors(
+    ctx: &PollCtx,
+    keys: impl IntoIterator<Item = String>,
+) -> BTreeMap<String, String> {
+    keys.into_iter()
+        .filter_map(|k| {
+            let v = ctx.spool.checkpoint(&k).ok().flatten()?;
+            Some((k, v))
+        })
+        .collect()
+}
+
+/// One term of leadership: takes the fenced cursor over, then polls.
+async fn lead(
+    coordinator: &Arc<dyn Coordinator>,
+    fence: &Arc<Fence>,
+    ctx: &mut PollCtx,
+    interval: Duration,
+    poller: &Poller,
+) -> PollError {
+    let source = ctx.name.to_string();
+    let mut wait = RETRY_MIN;
+    let stored = loop {
+        match coordinator.load_cursor(&fence.term).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(source = source.as_str(), error = %e, "cannot read the cursor; retrying");
+                if let Err(e) = ctx.sleep(wait).await {
+                    return e;
+                }
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    };
+    // Whose cursors are the truth. etcd's, unless this replica wrote
+    // them last: then nobody has polled since, and its own checkpoints
+    // (spooled before each etcd write, so never behind it) may be a page
+    // ahead; taking them avoids polling that page again. Without a cursor
+    // in etcd (the first term ever) this replica's own, if any, is where
+    // the cluster starts.
+    let mut keys: Vec<String> = stored
+        .iter()
+        .flat_map(|c| c.values.keys().cloned())
+        .collect();
+    keys.push(ctx.checkpoint.clone());
+    let local = local_cursors(ctx, keys);
+    let values = match &stored {
+        Some(c) if c.instance != fence.instance || local.is_empty() => c.values.clone(),
+        _ => local.clone(),
+    };
+    // The local checkpoints follow, since the poller reads them there.
+    for (key, value) in &values {
+        if local.get(key) != Some(value)
+            && let Err(e) = ctx
+                .spool
+                .append_with_checkpoint(Vec::new(), Some((key.clone(), value.clone())))
+                .await
+        {
+            return PollError::Fatal(e.to_string());
+        }
+    }
+    // The term's first write claims the cursor (marked not clean), so a
+    // crash from here on is seen by the next leader.
+    if let Err(e) = fence.write(ctx, values, 0).await {
+        return e;
+    }
+    fence.first_page_suspect.store(
+        stored
+            .as_ref()
+            .is_some_and(|c| !c.clean && c.instance != fence.instance),
+        Ordering::Relaxed,
+    );
+    let why = match &stored {
+        Some(c) if c.clean => format!("took over cleanly from {}", c.instance),
+        Some(c) => format!("took over from {}, which did not hand over", c.instance),
+        None => "first leader of this source".to_string(),
+    };
+    ctx.metrics.cluster_leader(&source, true, &why);
+    run_cycles(ctx, interval, poller).await
+}

@@ -1,0 +1,461 @@
+//! Cluster mode end to end: two or three real `sluice run` processes, a
+//! real 3-member etcd cluster over TLS with client certificates
+//! (`scripts/etcd-test-cluster.sh`), the JumpCloud stub, and real faults:
+//! kill -9, SIGSTOP past the lease, two etcd members stopped.
+//!
+//! What is counted: every event the stub holds must be delivered at least
+//! once across the replicas' sinks (a killed replica is started again on
+//! its own state, as a supervisor would, so what it spooled is delivered),
+//! and the duplicates are at most one page per failover and never more
+//! than `sluice_cluster_repolled_events_total` says.
+
+use crate::gw::{Gateway, metric_value};
+use crate::pollers::{ids, jc_config};
+use crate::stubs::{self, Fault};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The lease TTL of these tests: a crashed leader is replaced after ~4 s.
+const TTL: u64 = 4;
+/// Events per page: the bound on duplicates per failover.
+const PAGE: usize = 50;
+
+/// The quorum test stops two members: it takes this for writing, every
+/// other cluster test for reading.
+static ETCD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+fn etcd_dir() -> String {
+    std::env::var("SLUICE_ETCD_TEST_DIR")
+        .unwrap_or_else(|_| format!("{}/../etcd-test", env!("CARGO_TARGET_TMPDIR")))
+}
+
+fn script(args: &[&str]) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/etcd-test-cluster.sh"
+    );
+    let status = std::process::Command::new(script)
+        .args(args)
+        .status()
+        .expect("run scripts/etcd-test-cluster.sh");
+    assert!(status.success(), "etcd-test-cluster.sh {args:?} failed");
+}
+
+/// The cluster's settings (its `env` file), started once per test binary.
+fn etcd_env() -> &'static BTreeMap<String, String> {
+    static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir = etcd_dir();
+        script(&["up", &dir]);
+        std::fs::read_to_string(format!("{dir}/env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+/// The `[cluster]` section of replica `instance`, under a prefix of the
+/// test's own.
+fn cluster_section(prefix: &str, instance: &str) -> String {
+    let env = etcd_env();
+    let endpoints: Vec<String> = env["SLUICE_TEST_ETCD_ENDPOINTS"]
+        .split(',')
+        .map(|e| format!("{e:?}"))
+        .collect();
+    format!(
+        r#"
+[cluster]
+etcd = [{}]
+tls = {{ ca = "{}", cert = "{}", key = "{}" }}
+prefix = "{prefix}"
+instance_id = "{instance}"
+lease_ttl_secs = {TTL}
+"#,
+        endpoints.join(", "),
+        env["SLUICE_TEST_ETCD_CA"],
+        env["SLUICE_TEST_ETCD_CERT"],
+        env["SLUICE_TEST_ETCD_KEY"],
+    )
+}
+
+fn prefix() -> String {
+    format!("/sluice-test/{:016x}", rand::random::<u64>())
+}
+
+/// A replica: the JumpCloud poller (50 events a page, 1 s behind now), a
+/// push source, the local sink, and `[cluster]`.
+fn replica_config(stub: &stubs::Stub, prefix: &str, instance: &str) -> String {
+    let start = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut c = jc_config(
+        stub,
+        &start,
+        &format!("limit = {PAGE}\nsource_lag_secs = 1"),
+        "rotate = { max_age_secs = 0.2 }",
+    )
+    .replace("source_lag_secs = 0\n", "");
+    c.push_str(
+        r#"
+[sources.push]
+type = "push"
+listener = "https"
+auth = { type = "none" }
+
+[pipelines.pushed]
+source = "push"
+sink = "pushed"
+
+[sinks.pushed]
+type = "local"
+path = "pushed"
+rotate = { max_age_secs = 0.2 }
+"#,
+    );
+    c.push_str(&cluster_section(prefix, instance));
+    c
+}
+
+/// Adds 10 events every 100 ms, stamped now (the poller stays 1 s behind,
+/// so none arrives behind a cursor), until stopped. Returns the stop flag.
+fn feed(state: Arc<stubs::JumpCloud>) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        while !flag.load(Ordering::Relaxed) {
+            let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            state.add((0..10).map(|_| {
+                n += 1;
+                (format!("ev{n:07}"), ts.clone(), "directory".to_string())
+            }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    stop
+}
+
+async fn metric(gw: &Gateway, sample: &str) -> f64 {
+    metric_value(&gw.metrics().await, sample)
+}
+
+const LEADS: &str = r#"sluice_cluster_leader{source="jc"}"#;
+const REPOLLED: &str = r#"sluice_cluster_repolled_events_total{source="jc"}"#;
+const FENCED: &str = r#"sluice_cluster_fenced_writes_total{source="jc"}"#;
+
+/// Waits until exactly one of `gws` leads the source; returns its index.
+async fn one_leader(gws: &[&Gateway], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, g) in gws.iter().enumerate() {
+            if metric(g, LEADS).await == 1.0 {
+                leaders.push(i);
+            }
+        }
+        assert!(leaders.len() <= 1, "two replicas lead at once: {leaders:?}");
+        if let [i] = leaders[..] {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica took the lead within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every stub event is delivered (at least once) across the
+/// replicas' sinks; returns id → deliveries.
+async fn all_delivered(state: &stubs::JumpCloud, outs: &[PathBuf]) -> BTreeMap<String, usize> {
+    let want: BTreeSet<String> = state
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut got = BTreeMap::new();
+        for out in outs {
+            for (id, n) in ids(out) {
+                *got.entry(id).or_default() += n;
+            }
+        }
+        let missing: Vec<&String> = want.iter().filter(|id| !got.contains_key(*id)).collect();
+        if missing.is_empty() {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events never delivered, such as {:?}",
+            missing.len(),
+            want.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn duplicates(got: &BTreeMap<String, usize>) -> usize {
+    got.values().map(|n| n - 1).sum()
+}
+
+fn replica_dir(root: &Path, name: &str) -> PathBuf {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// kill -9 the polling replica at a random moment: another takes over
+/// within TTL + 2 s, every event is delivered, duplicates are at most one
+/// page and counted. Prints the failover time (BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_moves_the_poller_within_the_ttl_and_loses_nothing() {
+    let _etcd = ETCD.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let stop = feed(state.clone());
+    let prefix = prefix();
+    let dirs = [replica_dir(dir.path(), "a"), replica_dir(dir.path(), "b")];
+    let a = Gateway::start(&dirs[0], &replica_config(&stub, &prefix, "a"));
+    let b = Gateway::start(&dirs[1], &replica_config(&stub, &prefix, "b"));
+    let leader = one_leader(&[&a, &b], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1500 + rand::random::<u64>() % 1500)).await;
+    let (dead_dir, survivor) = if leader == 0 {
+        a.kill9();
+        (dirs[0].clone(), b)
+    } else {
+        b.kill9();
+        (dirs[1].clone(), a)
+    };
+    let killed = Instant::now();
+    // The new leader's first request is the first one after the kill.
+    let first = loop {
+        let after = state
+            .arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .find(|t| *t > killed);
+        if let Some(t) = after {
+            break t;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(TTL + 10),
+            "no replica polled after the leader was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let failover = first - killed;
+    println!(
+        "cluster failover: kill -9 to the new leader's first request in {failover:?} (TTL {TTL} s)"
+    );
+    assert!(
+        failover <= Duration::from_secs(TTL + 2),
+        "failover took {failover:?}, more than TTL + 2 s"
+    );
+    assert_eq!(metric(&survivor, LEADS).await, 1.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    // Started again on its own state, the killed replica delivers what it
+    // spooled, and follows.
+    let restarted = Gateway::start_existing(&dead_dir);
+    let got = all_delivered(&state, &[dirs[0].join("out"), dirs[1].join("out")]).await;
+    let dups = duplicates(&got);
+    let counted = metric(&survivor, REPOLLED).await + metric(&restarted, REPOLLED).await;
+    println!(
+        "kill -9: {} events, {dups} duplicates, {counted} counted as repolled",
+        got.len()
+    );
+    if dups > 0 {
+        let (ia, ib) = (ids(&dirs[0].join("out")), ids(&dirs[1].join("out")));
+        let d: Vec<_> = got
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| (id.clone(), ia.get(id).copied(), ib.get(id).copied()))
+            .collect();
+        println!("dups: {d:?}");
+    }
+    assert!(dups <= PAGE, "{dups} duplicates: more than one page");
+    assert!(
+        dups as f64 <= counted,
+        "{dups} duplicates but only {counted} counted as repolled"
+    );
+    assert_eq!(metric(&restarted, LEADS).await, 0.0, "two leaders");
+    survivor.stop();
+    restarted.stop();
+}
+
+/// SIGSTOP the leader while a page is in flight, past the TTL; another
+/// replica takes over; SIGCONT: the paused replica's cursor write is
+/// refused by etcd, it stops polling, and no event is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_and_stops_polling() {
+    let _etcd = ETCD.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let stop = feed(state.clone());
+    let prefix = prefix();
+    let dirs = [replica_dir(dir.path(), "a"), replica_dir(dir.path(), "b")];
+    let a = Gateway::start(&dirs[0], &replica_config(&stub, &prefix, "a"));
+    one_leader(&[&a], Duration::from_secs(30)).await;
+    let b = Gateway::start(&dirs[1], &replica_config(&stub, &prefix, "b"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(one_leader(&[&a, &b], Duration::from_secs(1)).await, 0);
+    // A's next request is held by the stub; pause A while it waits.
+    let release = Arc::new(tokio::sync::Notify::new());
+    state
+        .faults
+        .lock()
+        .unwrap()
+        .push_back(Fault::Delay(release.clone()));
+    while !state.faults.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP", a.pid());
+    let paused = Instant::now();
+    let deadline = paused + Duration::from_secs(TTL + 10);
+    while metric(&b, LEADS).await != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "B did not take over from the paused A"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // B polls; then A's held page is answered (A is still stopped).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    release.notify_one();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal("-CONT", a.pid());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&a, FENCED).await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "A's stale cursor write was not refused; stderr:\n{}",
+            a.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&a, LEADS).await, 0.0);
+    assert_eq!(metric(&b, LEADS).await, 1.0);
+    // A sends nothing more.
+    let ok = r#"sluice_poller_requests_total{outcome="ok",source="jc"}"#;
+    let before = metric(&a, ok).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        metric(&a, ok).await,
+        before,
+        "the fenced replica still polls"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let got = all_delivered(&state, &[dirs[0].join("out"), dirs[1].join("out")]).await;
+    let dups = duplicates(&got);
+    let counted = metric(&a, REPOLLED).await + metric(&b, REPOLLED).await;
+    println!(
+        "SIGSTOP: {} events, {dups} duplicates, {counted} counted as repolled",
+        got.len()
+    );
+    assert!(dups <= 2 * PAGE, "{dups} duplicates");
+    assert!(
+        dups as f64 <= counted,
+        "{dups} duplicates but only {counted} counted as repolled"
+    );
+    assert!(a.stderr().contains("cursor write refused by etcd"));
+    a.stop();
+    b.stop();
+}
+
+/// Two of three etcd members stopped: pollers pause, push still answers
+/// 200, `/readyz` says etcd is down; with the members back, polling
+/// resumes from the fenced cursor and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_etcd_quorum_pauses_pollers_only() {
+    let _etcd = ETCD.write().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let stop = feed(state.clone());
+    let prefix = prefix();
+    let dirs = [replica_dir(dir.path(), "a"), replica_dir(dir.path(), "b")];
+    let a = Gateway::start(&dirs[0], &replica_config(&stub, &prefix, "a"));
+    let b = Gateway::start(&dirs[1], &replica_config(&stub, &prefix, "b"));
+    one_leader(&[&a, &b], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Two members stopped; started again however this block ends.
+    struct Restart(String);
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            script(&["start", &self.0, "2"]);
+            script(&["start", &self.0, "3"]);
+        }
+    }
+    let members = Restart(etcd_dir());
+    script(&["stop", &members.0, "2"]);
+    script(&["stop", &members.0, "3"]);
+    let deadline = Instant::now() + Duration::from_secs(TTL + 10);
+    while metric(&a, "sluice_cluster_etcd_up").await != 0.0
+        || metric(&b, "sluice_cluster_etcd_up").await != 0.0
+    {
+        assert!(Instant::now() < deadline, "etcd still reported up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&a, LEADS).await + metric(&b, LEADS).await, 0.0);
+    let (code, body) = a.admin_get("/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["cluster"]["etcd_up"], false, "{body}");
+    // Pollers pause...
+    let requests = state.event_requests();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        state.event_requests(),
+        requests,
+        "a replica polled without quorum"
+    );
+    // ...push does not.
+    for gw in [&a, &b] {
+        let r = gw
+            .client()
+            .push(
+                "push",
+                &[("content-type", "application/json")],
+                r#"{"pushed":true}"#,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    drop(members);
+    one_leader(&[&a, &b], Duration::from_secs(TTL * 3 + 10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let got = all_delivered(&state, &[dirs[0].join("out"), dirs[1].join("out")]).await;
+    let dups = duplicates(&got);
+    let counted = metric(&a, REPOLLED).await + metric(&b, REPOLLED).await;
+    println!(
+        "quorum: {} events, {dups} duplicates, {counted} counted as repolled",
+        got.len()
+    );
+    assert!(
+        dups as f64 <= counted,
+        "{dups} duplicates, {counted} counted"
+    );
+    a.stop();
+    b.stop();
+}
