@@ -459,3 +459,197 @@ async fn losing_etcd_quorum_pauses_pollers_only() {
     a.stop();
     b.stop();
 }
+
+/// Push spread over two replicas, one killed (-9) mid-load: every
+/// acknowledged record is delivered, none twice, and each replica's
+/// object names carry its instance id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_across_replicas_with_one_killed_loses_no_acknowledged_record() {
+    let _etcd = ETCD.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = prefix();
+    let dirs = [replica_dir(dir.path(), "a"), replica_dir(dir.path(), "b")];
+    let config = |instance: &str| {
+        let mut c = crate::gw::config(
+            r#"
+[sources.push]
+type = "push"
+listener = "https"
+auth = { type = "none" }
+
+[pipelines.pushed]
+source = "push"
+sink = "pushed"
+
+[sinks.pushed]
+type = "local"
+path = "pushed"
+rotate = { max_age_secs = 0.2 }
+"#,
+        );
+        c.push_str(&cluster_section(&prefix, instance));
+        c
+    };
+    let a = Gateway::start(&dirs[0], &config("a"));
+    let b = Gateway::start(&dirs[1], &config("b"));
+    let clients = [a.client(), b.client()];
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let kill_at = Instant::now() + Duration::from_millis(700 + rand::random::<u64>() % 800);
+    let mut pushers = Vec::new();
+    // Four senders per replica, 20 records a request, for 3 s; a request
+    // whose connection fails is simply not acknowledged.
+    for (r, client) in clients.into_iter().enumerate() {
+        let client = Arc::new(client);
+        for w in 0..4u64 {
+            let (client, acked) = (client.clone(), acked.clone());
+            pushers.push(tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_secs(3);
+                let mut seq = 0u64;
+                while Instant::now() < until {
+                    let base = ((r as u64 * 4 + w) << 32) | (seq << 5);
+                    seq += 1;
+                    let body: String = (0..20)
+                        .map(|i| format!("{{\"n\":{}}}\n", base + i))
+                        .collect();
+                    let Ok(mut conn) = client.try_connect().await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let reply = conn
+                        .try_push("push", &[("content-type", "application/x-ndjson")], body)
+                        .await;
+                    if let Ok(r) = reply
+                        && r.status == 200
+                    {
+                        acked.lock().unwrap().extend((0..20).map(|i| base + i));
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep_until(kill_at.into()).await;
+    b.kill9();
+    for p in pushers {
+        p.await.unwrap();
+    }
+    let b = Gateway::start_existing(&dirs[1]);
+    let acked: BTreeSet<u64> = acked.lock().unwrap().iter().copied().collect();
+    assert!(
+        acked.len() > 100,
+        "the load acknowledged only {}",
+        acked.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (got, names) = loop {
+        let mut got: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut names = Vec::new();
+        for (d, instance) in dirs.iter().zip(["a", "b"]) {
+            for (file, line) in crate::gw::delivered(&d.join("pushed")) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                *got.entry(v["n"].as_u64().unwrap()).or_default() += 1;
+                names.push((file, instance));
+            }
+        }
+        if acked.iter().all(|n| got.contains_key(n)) || Instant::now() > deadline {
+            break (got, names);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|n| !got.contains_key(n))
+        .take(5)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged records lost, such as {lost:?}"
+    );
+    let twice: Vec<_> = got.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    for (file, instance) in names {
+        let stem = file.split('.').next().unwrap_or_default().to_string();
+        assert!(
+            file.contains(&format!("_{instance}.")),
+            "{file} (replica {instance}) does not carry its instance id ({stem})"
+        );
+    }
+    println!(
+        "push across replicas: {} acknowledged, all delivered once",
+        acked.len()
+    );
+    a.stop();
+    b.stop();
+}
+
+/// `sluice check --connect` reaches the cluster (TLS with a client
+/// certificate), and says plainly when it cannot.
+#[test]
+fn check_connect_reaches_etcd_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let section = cluster_section(&prefix(), "check-a");
+    let config = crate::gw::config(&format!(
+        r#"
+[sources.push]
+type = "push"
+listener = "https"
+auth = {{ type = "none" }}
+
+[pipelines.p]
+source = "push"
+sink = "out"
+
+[sinks.out]
+type = "local"
+path = "out"
+{section}"#
+    ));
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, &config).unwrap();
+    let check = |path: &Path| {
+        let mut cmd = crate::support::sluice();
+        cmd.args(["check", "--connect", "--config"]).arg(path);
+        crate::support::run_with(cmd, "", Duration::from_secs(60))
+    };
+    let run = check(&path);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("etcd: reached (3 members"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("_check-a."),
+        "object names carry the instance id: {}",
+        run.stdout
+    );
+    // A port nothing listens on: a clear error, exit 2 (not a hang).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoints = etcd_env()["SLUICE_TEST_ETCD_ENDPOINTS"]
+        .split(',')
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bad = config.replace(&endpoints, &format!("\"https://{closed}\""));
+    assert_ne!(bad, config);
+    std::fs::write(&path, bad).unwrap();
+    let run = check(&path);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("no etcd member answered"),
+        "{}",
+        run.stderr
+    );
+    // A plain-HTTP endpoint is refused before anything is sent.
+    let plain = config.replace(&endpoints, "\"http://127.0.0.1:2379\"");
+    std::fs::write(&path, plain).unwrap();
+    let mut cmd = crate::support::sluice();
+    cmd.args(["check", "--config"]).arg(&path);
+    let run = crate::support::run_with(cmd, "", Duration::from_secs(60));
+    run.expect_failure(
+        2,
+        "`cluster.etcd.0`: \"http://127.0.0.1:2379\" must be an https:// URL",
+    );
+}

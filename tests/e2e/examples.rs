@@ -40,6 +40,7 @@ fn every_example_passes_check_as_written_with_its_secrets_from_the_environment()
         "jumpcloud",
         "jupiterone",
         "j1ds",
+        "cluster",
     ] {
         let mut cmd = crate::support::sluice();
         cmd.args(["check", "--config", &example_path(name)])

@@ -93,6 +93,16 @@ pub fn check(path: &Path) -> Result<Report, super::run::RunError> {
             naming.example(&route, source, now)
         ));
     }
+    if let Some(c) = &config.cluster {
+        graph.push(format!(
+            "cluster: this replica is {:?}; pollers run where they are led, through etcd {} under {} \
+             (lease {} s); `--connect` reaches it",
+            c.instance_id(),
+            c.etcd.join(", "),
+            c.prefix,
+            c.lease_ttl_secs
+        ));
+    }
     Ok(Report {
         graph,
         summary: format!(

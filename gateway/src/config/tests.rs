@@ -163,3 +163,45 @@ fn secrets_resolve_or_name_the_variable() {
     );
     assert!(e.contains(":11:"), "{e}");
 }
+
+#[test]
+fn cluster_section_is_checked_where_it_is_written() {
+    let with = |section: &str| format!("{GOOD}\n[cluster]\n{section}");
+    let ok = parse(&with(
+        "etcd = [\"https://e1:2379\", \"https://e2:2379\"]\ntls = { ca = \"ca.pem\" }\nprefix = \"/sluice/prod\"\ninstance_id = \"gw-1\"",
+    ))
+    .unwrap();
+    let c = ok.cluster.unwrap();
+    assert_eq!((c.instance_id().as_str(), c.lease_ttl_secs), ("gw-1", 10));
+    let issues = parse(&with(
+        "etcd = [\"https://e1:2379\", \"http://e2:2379\"]\ntls = { ca = \"ca.pem\", cert = \"c.pem\" }\nprefix = \"sluice/\"\ninstance_id = \"gw 1\"\nlease_ttl_secs = 1",
+    ))
+    .unwrap_err();
+    let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "cluster.etcd.1",
+            "cluster.prefix",
+            "cluster.instance_id",
+            "cluster.lease_ttl_secs",
+            "cluster.tls"
+        ],
+        "{issues:#?}"
+    );
+    assert!(issues[0].message.contains("must be an https:// URL"));
+    // Lines point into the [cluster] table.
+    assert!(
+        issues.iter().all(|i| i.line > GOOD.lines().count()),
+        "{issues:#?}"
+    );
+    // Unknown keys are refused.
+    let unknown = parse(&with(
+        "etcd = [\"https://e1:2379\"]\ntls = { ca = \"ca.pem\" }\nprefix = \"/s\"\nleader_ttl = 3",
+    ))
+    .unwrap_err();
+    assert!(
+        unknown[0].message.contains("unknown field `leader_ttl`"),
+        "{unknown:#?}"
+    );
+}
