@@ -19,6 +19,11 @@
 //! Activations are serialised; each compiles the component once, checks
 //! that every following pipeline can instantiate it with its own config,
 //! and only then swaps them all (see `Pipeline::commit_swap`).
+//!
+//! In cluster mode uploads, activations and removals change the cluster's
+//! registry in etcd (`cluster::registry`; 503 `cluster_unavailable` when it
+//! cannot be reached, and then nothing changed), and every replica applies
+//! the new active versions from its watch ([`apply_cluster`]).
 
 use crate::config::SecretValue;
 use crate::metrics::Metrics;
@@ -50,7 +55,7 @@ pub struct AdminState {
     /// The bearer token of the `/v1/…` APIs; without it they answer 403.
     pub token: Option<SecretValue>,
     /// The transforms API (when a token is configured).
-    pub transforms: Option<TransformsApi>,
+    pub transforms: Option<Arc<TransformsApi>>,
     /// Backfills run inside the gateway (when a token is configured).
     pub backfills: Option<Arc<crate::commands::backfill::Backfills>>,
 }
@@ -70,6 +75,66 @@ pub struct TransformsApi {
     pub max_upload: usize,
     /// Serialises activations.
     pub swap_lock: tokio::sync::Mutex<()>,
+    /// Cluster mode: the registry every change goes through.
+    pub registry: Option<Arc<crate::cluster::registry::Registry>>,
+}
+
+/// Where an activation comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// This replica's admin API: it changes the registry.
+    Api,
+    /// The cluster's registry, already mirrored locally: only applied.
+    Cluster,
+}
+
+/// A registry failure as the API answers it.
+fn registry_refusal(e: crate::cluster::registry::RegistryError) -> Refused {
+    use crate::cluster::registry::RegistryError;
+    match e {
+        RegistryError::Store(e) => store_refusal(e),
+        e @ RegistryError::Cluster(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            format!("{e}; nothing was changed, try again"),
+        ),
+    }
+}
+
+/// Cluster mode: runs the active versions of the cluster's registry (just
+/// mirrored into the local store) in every pipeline that follows them and
+/// does not run them yet, with the same checks and hot swap as an
+/// activation through the API. A version that cannot run here is logged
+/// and counted; the pipelines keep what they run.
+pub async fn apply_cluster(
+    metrics: &Metrics,
+    api: &TransformsApi,
+    index: &std::collections::BTreeMap<String, crate::store::Entry>,
+) {
+    for (name, entry) in index {
+        let Some(v) = entry.active_version() else {
+            continue;
+        };
+        if api.pipelines.iter().all(|p| p.runs(name, &v.sha256)) {
+            continue;
+        }
+        if let Err((_, _, message)) = activate_version(
+            metrics,
+            api,
+            name,
+            &Which::Version(v.version),
+            Origin::Cluster,
+        )
+        .await
+        {
+            tracing::error!(
+                transform = name.as_str(),
+                version = v.version,
+                error = message.as_str(),
+                "the cluster activated a version this replica cannot run; its pipelines keep the previous one"
+            );
+        }
+    }
 }
 
 /// Handles one admin request.
@@ -359,9 +424,19 @@ async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incomin
                     "a pipeline of the config pins this version",
                 );
             }
-            match api.store.remove(name, &Which::Version(n)) {
+            let removed = match &api.registry {
+                Some(r) => r
+                    .remove(name, &Which::Version(n))
+                    .await
+                    .map_err(registry_refusal),
+                None => api
+                    .store
+                    .remove(name, &Which::Version(n))
+                    .map_err(store_refusal),
+            };
+            match removed {
                 Ok(v) => json(StatusCode::OK, &serde_json::json!({"removed": v})),
-                Err(e) => store_error(e),
+                Err((status, kind, message)) => error(status, kind, &message),
             }
         }
         _ => error(
@@ -370,11 +445,6 @@ async fn transforms(metrics: &Metrics, api: &TransformsApi, req: Request<Incomin
             "no such transforms endpoint",
         ),
     }
-}
-
-fn store_error(e: StoreError) -> Reply {
-    let (status, kind, message) = store_refusal(e);
-    error(status, kind, &message)
 }
 
 fn store_refusal(e: StoreError) -> Refused {
@@ -556,9 +626,13 @@ async fn upload(
             );
         }
     }
-    let version = match api.store.add(name, &bytes, &sha) {
+    let added = match &api.registry {
+        Some(r) => r.add(name, &bytes, &sha).await.map_err(registry_refusal),
+        None => api.store.add(name, &bytes, &sha).map_err(store_refusal),
+    };
+    let version = match added {
         Ok(v) => v,
-        Err(e) => return store_error(e),
+        Err((status, kind, message)) => return error(status, kind, &message),
     };
     metrics.transform_uploaded(name, version.version, &sha);
     let mut answer = serde_json::json!({
@@ -569,7 +643,15 @@ async fn upload(
         "checked_with": checked_with,
     });
     if activate_after {
-        match activate_version(metrics, api, name, &Which::Version(version.version)).await {
+        match activate_version(
+            metrics,
+            api,
+            name,
+            &Which::Version(version.version),
+            Origin::Api,
+        )
+        .await
+        {
             Ok(activated) => {
                 if let (Some(a), Some(obj)) = (activated.as_object(), answer.as_object_mut()) {
                     for key in ["previous", "pipelines", "swap_ms", "warning"] {
@@ -696,7 +778,7 @@ fn check(
 }
 
 async fn activate(metrics: &Metrics, api: &TransformsApi, name: &str, which: &Which) -> Reply {
-    match activate_version(metrics, api, name, which).await {
+    match activate_version(metrics, api, name, which, Origin::Api).await {
         Ok(answer) => json(StatusCode::OK, &answer),
         Err((status, kind, message)) => error(status, kind, &message),
     }
@@ -713,9 +795,17 @@ async fn activate_version(
     api: &TransformsApi,
     name: &str,
     which: &Which,
+    origin: Origin,
 ) -> Result<Value, Refused> {
     let started = std::time::Instant::now();
     let _serial = api.swap_lock.lock().await;
+    if origin == Origin::Cluster
+        && let Some(v) = api.store.get(name).and_then(|e| e.find(which).cloned())
+        && api.pipelines.iter().all(|p| p.runs(name, &v.sha256))
+    {
+        // Applied meanwhile (by this replica's own activation).
+        return Ok(serde_json::json!({"name": name, "version": v.version}));
+    }
     let entry = api.store.get(name).ok_or_else(|| {
         (
             StatusCode::NOT_FOUND,
@@ -753,10 +843,30 @@ async fn activate_version(
         metrics.activation_refused(name, version.version, &e);
         (StatusCode::UNPROCESSABLE_ENTITY, "activation_failed", e)
     })?;
-    let (_, previous) = api
-        .store
-        .activate(name, &Which::Version(version.version))
-        .map_err(store_refusal)?;
+    let (_, previous) = match (origin, &api.registry) {
+        (Origin::Api, Some(r)) => r
+            .activate(name, &Which::Version(version.version))
+            .await
+            .map_err(registry_refusal)?,
+        _ => api
+            .store
+            .activate(name, &Which::Version(version.version))
+            .map_err(store_refusal)?,
+    };
+    // From the cluster, the mirror already holds the new active version:
+    // what it replaces is what the pipelines ran.
+    let previous = match origin {
+        Origin::Cluster => entry
+            .versions
+            .iter()
+            .find(|x| {
+                api.pipelines
+                    .iter()
+                    .any(|p| p.follows().iter().any(|f| f == name) && p.runs(name, &x.sha256))
+            })
+            .map(|x| x.version),
+        Origin::Api => previous,
+    };
     let swapped: Vec<String> = prepared.iter().map(|(p, _)| p.name.to_string()).collect();
     for (p, swap) in prepared {
         let was_waiting = p.waiting();

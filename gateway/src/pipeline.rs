@@ -304,6 +304,16 @@ impl Pipeline {
             .collect()
     }
 
+    /// Whether every step following `transform` runs the component with
+    /// `sha256` (true when none follows it).
+    pub fn runs(&self, transform: &str, sha256: &str) -> bool {
+        self.current()
+            .steps
+            .iter()
+            .filter(|s| s.follows.as_deref() == Some(transform))
+            .all(|s| s.component.as_ref().is_some_and(|c| c.sha256() == sha256))
+    }
+
     /// Checks that `component` can replace every step following
     /// `transform` (each instantiates with its step's config). `None` when
     /// no step follows it.

@@ -172,9 +172,7 @@ impl Store {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
-        self.index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::util::lock(&self.index)
     }
 
     /// Every name with its versions.
@@ -193,10 +191,7 @@ impl Store {
     ///
     /// [`StoreError::Io`].
     pub fn blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self
-            .dir
-            .join("blobs")
-            .join(format!("{}.wasm", sha256.to_ascii_lowercase()));
+        let path = self.blob_path(sha256);
         std::fs::read(&path).map_err(|e| io(&path, &e))
     }
 
@@ -207,29 +202,8 @@ impl Store {
     ///
     /// [`StoreError::Io`].
     pub fn add(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Version, StoreError> {
-        let mut index = self.lock();
-        if let Some(v) = index
-            .get(name)
-            .and_then(|e| e.find(&Which::Sha256(sha256.into())))
-        {
-            return Ok(v.clone());
-        }
-        let blob = self.dir.join("blobs").join(format!("{sha256}.wasm"));
-        if !blob.exists() {
-            write_atomic(&blob, bytes)?;
-        }
-        let mut next = index.clone();
-        let entry = next.entry(name.to_string()).or_default();
-        let version = Version {
-            version: entry.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
-            sha256: sha256.to_string(),
-            size: bytes.len() as u64,
-            uploaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        };
-        entry.versions.push(version.clone());
-        self.save(&next)?;
-        *index = next;
-        Ok(version)
+        self.put_blob(sha256, bytes)?;
+        self.change(|index| Ok(index_add(index, name, sha256, bytes.len() as u64)))
     }
 
     /// Marks a version active; returns it and the one it replaces.
@@ -242,16 +216,7 @@ impl Store {
         name: &str,
         which: &Which,
     ) -> Result<(Version, Option<u32>), StoreError> {
-        let mut index = self.lock();
-        let (entry, v) = lookup(&index, name, which)?;
-        let previous = entry.active;
-        let mut next = index.clone();
-        if let Some(e) = next.get_mut(name) {
-            e.active = Some(v.version);
-        }
-        self.save(&next)?;
-        *index = next;
-        Ok((v, previous))
+        self.change(|index| index_activate(index, name, which))
     }
 
     /// Removes an inactive version (and its blob, if no other version uses it).
@@ -260,31 +225,71 @@ impl Store {
     ///
     /// [`StoreError::NotFound`], [`StoreError::InUse`] or [`StoreError::Io`].
     pub fn remove(&self, name: &str, which: &Which) -> Result<Version, StoreError> {
-        let mut index = self.lock();
-        let (entry, v) = lookup(&index, name, which)?;
-        if entry.active == Some(v.version) {
-            return Err(StoreError::InUse(format!(
-                "version {} of {name:?} is active; activate another version first",
-                v.version
-            )));
+        self.change(|index| index_remove(index, name, which))
+    }
+
+    /// Whether the blob of `sha256` is stored.
+    pub fn has_blob(&self, sha256: &str) -> bool {
+        self.blob_path(sha256).exists()
+    }
+
+    /// Stores a blob (before any index names it).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`].
+    pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let blob = self.blob_path(sha256);
+        if blob.exists() {
+            return Ok(());
         }
+        write_atomic(&blob, bytes)
+    }
+
+    fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.dir
+            .join("blobs")
+            .join(format!("{}.wasm", sha256.to_ascii_lowercase()))
+    }
+
+    /// Replaces the whole index (cluster mode: the cluster's registry, whose
+    /// blobs were stored first), and removes the blobs it no longer names.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`].
+    pub fn mirror(&self, next: &BTreeMap<String, Entry>) -> Result<(), StoreError> {
+        self.change(|index| {
+            index.clone_from(next);
+            Ok(())
+        })
+    }
+
+    /// Applies `f` to a copy of the index, saves it, then makes it current;
+    /// drops blobs no version names any more. Holds the lock throughout.
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, Entry>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut index = self.lock();
         let mut next = index.clone();
-        if let Some(e) = next.get_mut(name) {
-            e.versions.retain(|x| x.version != v.version);
-            if e.versions.is_empty() {
-                next.remove(name);
-            }
+        let out = f(&mut next)?;
+        if next == *index {
+            return Ok(out);
         }
         self.save(&next)?;
-        let still_used = next
-            .values()
-            .flat_map(|e| &e.versions)
-            .any(|x| x.sha256 == v.sha256);
-        if !still_used {
-            let _ = std::fs::remove_file(self.dir.join("blobs").join(format!("{}.wasm", v.sha256)));
+        let used = |i: &BTreeMap<String, Entry>, sha: &str| {
+            i.values()
+                .flat_map(|e| &e.versions)
+                .any(|v| v.sha256 == sha)
+        };
+        for v in index.values().flat_map(|e| &e.versions) {
+            if !used(&next, &v.sha256) {
+                let _ = std::fs::remove_file(self.blob_path(&v.sha256));
+            }
         }
         *index = next;
-        Ok(v)
+        Ok(out)
     }
 
     fn save(&self, index: &BTreeMap<String, Entry>) -> Result<(), StoreError> {
@@ -295,6 +300,73 @@ impl Store {
         })?;
         write_atomic(&path, &bytes)
     }
+}
+
+/// Adds a version of `name` to `index`, numbered after the highest; the
+/// same bytes uploaded again give the version that has them.
+pub fn index_add(
+    index: &mut BTreeMap<String, Entry>,
+    name: &str,
+    sha256: &str,
+    size: u64,
+) -> Version {
+    let entry = index.entry(name.to_string()).or_default();
+    if let Some(v) = entry.find(&Which::Sha256(sha256.into())) {
+        return v.clone();
+    }
+    let version = Version {
+        version: entry.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
+        sha256: sha256.to_string(),
+        size,
+        uploaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    entry.versions.push(version.clone());
+    version
+}
+
+/// Marks a version of `name` active in `index`; returns it and the
+/// version it replaces.
+///
+/// # Errors
+///
+/// [`StoreError::NotFound`].
+pub fn index_activate(
+    index: &mut BTreeMap<String, Entry>,
+    name: &str,
+    which: &Which,
+) -> Result<(Version, Option<u32>), StoreError> {
+    let (entry, v) = lookup(index, name, which)?;
+    let previous = entry.active;
+    if let Some(e) = index.get_mut(name) {
+        e.active = Some(v.version);
+    }
+    Ok((v, previous))
+}
+
+/// Removes an inactive version of `name` from `index`.
+///
+/// # Errors
+///
+/// [`StoreError::NotFound`] or [`StoreError::InUse`].
+pub fn index_remove(
+    index: &mut BTreeMap<String, Entry>,
+    name: &str,
+    which: &Which,
+) -> Result<Version, StoreError> {
+    let (entry, v) = lookup(index, name, which)?;
+    if entry.active == Some(v.version) {
+        return Err(StoreError::InUse(format!(
+            "version {} of {name:?} is active; activate another version first",
+            v.version
+        )));
+    }
+    if let Some(e) = index.get_mut(name) {
+        e.versions.retain(|x| x.version != v.version);
+        if e.versions.is_empty() {
+            index.remove(name);
+        }
+    }
+    Ok(v)
 }
 
 /// A name's entry and one of its versions.

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TOKEN: &str = "admin-test-token-0123456789";
+pub(crate) const TOKEN: &str = "admin-test-token-0123456789";
 
-fn admin_config(transforms: &str, extra_admin: &str) -> String {
+pub(crate) fn admin_config(transforms: &str, extra_admin: &str) -> String {
     let cfg = config(&format!(
         r#"
 [sources.s]
@@ -40,7 +40,7 @@ rotate = {{ max_age_secs = 0.2 }}
 }
 
 /// One raw HTTP/1.1 request to the admin listener; returns (status, JSON).
-async fn admin(
+pub(crate) async fn admin(
     gw: &Gateway,
     method: &str,
     path: &str,
@@ -73,7 +73,7 @@ fn parse_response(raw: &[u8]) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-fn component(path: &str) -> Vec<u8> {
+pub(crate) fn component(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 

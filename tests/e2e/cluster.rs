@@ -653,3 +653,182 @@ path = "out"
         "`cluster.etcd.0`: \"http://127.0.0.1:2379\" must be an https:// URL",
     );
 }
+
+/// Whether `gw` runs version `version` of transform `name` (its metric
+/// is set once every following pipeline swapped to it).
+async fn runs(gw: &Gateway, name: &str, version: u32) -> bool {
+    gw.metrics().await.lines().any(|l| {
+        l.starts_with("sluice_transform_active_info{")
+            && l.contains(&format!("transform=\"{name}\""))
+            && l.contains(&format!("version=\"{version}\""))
+    })
+}
+
+/// Waits until `gw` runs the version; returns how long that took.
+async fn until_runs(gw: &Gateway, name: &str, version: u32, since: Instant) -> Duration {
+    while !runs(gw, name, version).await {
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "{name} v{version} never ran; stderr:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    since.elapsed()
+}
+
+/// The tags of the records `gw` delivered.
+fn tags(dir: &Path) -> Vec<String> {
+    crate::gw::delivered(&dir.join("out"))
+        .into_iter()
+        .filter_map(|(_, l)| {
+            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+            Some(v["tag"].as_str()?.to_string())
+        })
+        .collect()
+}
+
+/// Upload and activate on replica A: B runs it within 2 s. Activating
+/// another version on B reaches A, and so does a rollback on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transform_registry_is_shared_through_etcd() {
+    use crate::admin::{TOKEN, admin, admin_config, component};
+    let _etcd = ETCD.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = prefix();
+    let dirs = [replica_dir(dir.path(), "a"), replica_dir(dir.path(), "b")];
+    let config = |instance: &str| {
+        let mut c = admin_config("[[pipelines.p.transforms]]\nuse = \"tagger\"", "");
+        c.push_str(&cluster_section(&prefix, instance));
+        c
+    };
+    let a = Gateway::start(&dirs[0], &config("a"));
+    let b = Gateway::start(&dirs[1], &config("b"));
+    let push = |gw: &Gateway| {
+        let client = gw.client();
+        async move {
+            let r = client
+                .push("s", &[("content-type", "application/json")], r#"{"x":1}"#)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+    // v1 (tags "a") uploaded and activated on A.
+    let tagger_a = component(sluice_test_artifacts::TAGGER_A_COMPONENT);
+    let t0 = Instant::now();
+    let (status, reply) = admin(
+        &a,
+        "PUT",
+        "/v1/transforms/tagger?activate=true",
+        &tagger_a,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["version"], 1);
+    let took = until_runs(&b, "tagger", 1, t0).await;
+    println!("registry: v1 uploaded on A ran on B after {took:?}");
+    assert!(took <= Duration::from_secs(2), "B ran v1 after {took:?}");
+    push(&b).await;
+    // v2 (tags "b") uploaded and activated on B reaches A.
+    let tagger_b = component(sluice_test_artifacts::TAGGER_B_COMPONENT);
+    let t1 = Instant::now();
+    let (status, reply) = admin(
+        &b,
+        "PUT",
+        "/v1/transforms/tagger?activate=true",
+        &tagger_b,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["version"], 2, "versions are numbered cluster-wide");
+    let took = until_runs(&a, "tagger", 2, t1).await;
+    println!("registry: v2 activated on B ran on A after {took:?}");
+    assert!(took <= Duration::from_secs(2), "A ran v2 after {took:?}");
+    push(&a).await;
+    // A rollback on B reaches A.
+    let t2 = Instant::now();
+    let (status, reply) = admin(
+        &b,
+        "POST",
+        "/v1/transforms/tagger/activate",
+        br#"{"version": 1}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let took = until_runs(&a, "tagger", 1, t2).await;
+    println!("registry: rollback on B ran on A after {took:?}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "A rolled back after {took:?}"
+    );
+    push(&a).await;
+    // Both list the same registry.
+    let (_, on_a) = admin(
+        &a,
+        "GET",
+        "/v1/transforms/tagger/versions",
+        b"",
+        Some(TOKEN),
+    )
+    .await;
+    let (_, on_b) = admin(
+        &b,
+        "GET",
+        "/v1/transforms/tagger/versions",
+        b"",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(on_a["versions"], on_b["versions"]);
+    assert_eq!(
+        (on_a["active"].clone(), on_b["active"].clone()),
+        (1.into(), 1.into())
+    );
+    // What ran: B tagged "a" (v1); A tagged "b" (v2), then "a" (rollback).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ta, tb) = (tags(&dirs[0]), tags(&dirs[1]));
+        if ta.len() == 2 && tb.len() == 1 {
+            let mut ta = ta;
+            ta.sort();
+            assert_eq!(
+                (ta, tb),
+                (
+                    vec!["a".to_string(), "b".to_string()],
+                    vec!["a".to_string()]
+                )
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "delivered: A {ta:?}, B {tb:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop();
+    b.stop();
+    // B started again while etcd cannot be reached: it runs its last local
+    // copy of the registry, and says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = std::fs::read_to_string(dirs[1].join("sluice.toml")).unwrap();
+    let start = text.find("etcd = [").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    let cut_off = format!(
+        "{}etcd = [\"https://{closed}\"]{}",
+        &text[..start],
+        &text[end..]
+    );
+    let b = Gateway::start(&dirs[1], &cut_off);
+    push(&b).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tags(&dirs[1]).len() < 2 || !b.stderr().contains("running the last local copy") {
+        assert!(Instant::now() < deadline, "stderr:\n{}", b.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tags(&dirs[1]), ["a", "a"], "v1 runs from the local copy");
+    b.stop();
+}

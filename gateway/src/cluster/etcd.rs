@@ -177,6 +177,11 @@ impl Etcd {
         })
     }
 
+    /// The etcd client (the transform registry shares it).
+    pub fn etcd_client(&self) -> Client {
+        self.client.clone()
+    }
+
     fn key(&self, source: &str, what: &str) -> String {
         format!("{}/pollers/{source}/{what}", self.prefix)
     }

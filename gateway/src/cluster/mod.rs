@@ -22,6 +22,7 @@
 //! can follow without touching the pollers.
 
 pub mod etcd;
+pub mod registry;
 
 use crate::config::{Invalid, invalid};
 use crate::metrics::Metrics;

@@ -581,8 +581,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     }
     // Cluster mode: pollers run where they are led (see crate::cluster).
     // etcd need not answer yet; the pollers wait for it, nothing else does.
-    let coordinator: Option<(Arc<dyn crate::cluster::Coordinator>, String)> = match &config.cluster
-    {
+    let etcd = match &config.cluster {
         Some(c) => {
             let instance = c.instance_id();
             let pollers: Vec<String> = config
@@ -602,7 +601,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 lease_ttl_secs = c.lease_ttl_secs,
                 "cluster mode: each poller runs on the one replica that leads it"
             );
-            Some((Arc::new(etcd), instance))
+            Some((Arc::new(etcd), instance, c.prefix.clone()))
         }
         None => None,
     };
@@ -614,8 +613,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 interval_secs = interval.as_secs(),
                 "poller started"
             );
-            servers.push(match &coordinator {
-                Some((c, instance)) => tokio::spawn(crate::cluster::run_poller(
+            servers.push(match &etcd {
+                Some((c, instance, _)) => tokio::spawn(crate::cluster::run_poller(
                     c.clone(),
                     instance.clone(),
                     ctx,
@@ -628,7 +627,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     }
 
     let token = core.secrets.admin_token.clone();
-    let transforms = token.as_ref().map(|_| TransformsApi {
+    let registry = etcd.as_ref().map(|(e, _, prefix)| {
+        Arc::new(crate::cluster::registry::Registry::new(
+            e.etcd_client(),
+            prefix,
+            core.store.clone(),
+        ))
+    });
+    let transforms = Arc::new(TransformsApi {
         store: core.store.clone(),
         host: core.host.clone(),
         pipelines: core.pipelines.values().flatten().cloned().collect(),
@@ -646,7 +652,24 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             .collect(),
         max_upload: config.admin.max_upload_bytes,
         swap_lock: tokio::sync::Mutex::new(()),
+        registry: registry.clone(),
     });
+    // Every replica follows the cluster's registry, with or without an
+    // admin token of its own.
+    if let Some(registry) = registry {
+        let (api, metrics) = (transforms.clone(), core.metrics.clone());
+        let mut stop = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            tokio::select! {
+                () = registry.follow(move |index| {
+                    let (api, metrics) = (api.clone(), metrics.clone());
+                    Box::pin(async move { admin::apply_cluster(&metrics, &api, &index).await })
+                }) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }));
+    }
+    let transforms = token.as_ref().map(|_| transforms);
     let backfills = token
         .as_ref()
         .map(|_| crate::commands::backfill::Backfills::new(core.pollers.clone()));
