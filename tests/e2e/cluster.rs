@@ -227,6 +227,23 @@ async fn killing_the_leader_moves_the_poller_within_the_ttl_and_loses_nothing() 
     let a = Gateway::start(&dirs[0], &replica_config(&stub, &prefix, "a"));
     let b = Gateway::start(&dirs[1], &replica_config(&stub, &prefix, "b"));
     let leader = one_leader(&[&a, &b], Duration::from_secs(30)).await;
+    // Every documented cluster metric, and every one the alert rules
+    // query, is exported by a replica; the scrape passes promtool.
+    let scrape = a.metrics().await;
+    let mut cluster_metrics: Vec<String> = crate::metrics::documented()
+        .into_iter()
+        .chain(crate::metrics::queried("deploy/prometheus/alerts.yml"))
+        .filter(|n| n.starts_with("sluice_cluster_"))
+        .collect();
+    cluster_metrics.dedup();
+    assert!(cluster_metrics.len() >= 5, "{cluster_metrics:?}");
+    for name in &cluster_metrics {
+        assert!(
+            scrape.contains(&format!("# TYPE {name} ")),
+            "{name} not exported:\n{scrape}"
+        );
+    }
+    crate::support::promtool_check(&scrape);
     tokio::time::sleep(Duration::from_millis(1500 + rand::random::<u64>() % 1500)).await;
     let (dead_dir, survivor) = if leader == 0 {
         a.kill9();

@@ -541,8 +541,10 @@ impl<S: ObjectStore> Delivery<S> {
         let reserved = naming::reserve(
             &self.meta,
             &*self.store,
-            &self.s.object_name,
-            self.s.instance.as_deref(),
+            naming::Names {
+                style: &self.s.object_name,
+                instance: self.s.instance.as_deref(),
+            },
             group,
             &ext,
             chrono::Utc::now(),

@@ -102,7 +102,11 @@ impl Naming {
             kind,
             encoding: self.encoding,
         };
-        let name = naming::candidate(&self.name, self.instance.as_deref(), &group, now, 0);
+        let names = naming::Names {
+            style: &self.name,
+            instance: self.instance.as_deref(),
+        };
+        let name = naming::candidate(names, &group, now, 0);
         let extension = extension(self.encoding, self.compression);
         match group.prefix.as_str() {
             "" => format!("{}{name}.{extension}", self.location),

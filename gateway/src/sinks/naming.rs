@@ -30,13 +30,23 @@ pub enum NameStyle {
     Emnify,
 }
 
+/// How a sink names its objects: the style and, in cluster mode, this
+/// replica's id, appended to every name.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    /// The style.
+    pub style: &'a NameStyle,
+    /// Cluster mode: the instance id.
+    pub instance: Option<&'a str>,
+}
+
 /// Most names tried for one object before giving up.
 const ATTEMPTS: u32 = 100_000;
 
 /// Picks a name for `row` (its `key` is filled in) and records the object
-/// in the manifest. Returns the manifest id. In cluster mode `instance` is
-/// this replica's id, appended to every name (see [`candidate`]), so two
-/// replicas writing to one bucket never pick the same key.
+/// in the manifest. Returns the manifest id. In cluster mode every name
+/// ends with this replica's id (see [`Names`]), so two replicas writing to
+/// one bucket never pick the same key.
 ///
 /// # Errors
 ///
@@ -45,15 +55,14 @@ const ATTEMPTS: u32 = 100_000;
 pub fn reserve(
     meta: &Meta,
     store: &dyn ObjectStore,
-    style: &NameStyle,
-    instance: Option<&str>,
+    names: Names<'_>,
     group: &Group,
     extension: &str,
     now: DateTime<Utc>,
     row: &mut ObjectRow,
 ) -> Result<i64, SinkError> {
     for attempt in 0..ATTEMPTS {
-        let name = candidate(style, instance, group, now, attempt);
+        let name = candidate(names, group, now, attempt);
         let key = if group.prefix.is_empty() {
             format!("{name}.{extension}")
         } else {
@@ -76,14 +85,13 @@ pub fn reserve(
 /// The `attempt`-th name for an object sealed at `now`, with
 /// `_<instance>` appended in cluster mode.
 pub(crate) fn candidate(
-    style: &NameStyle,
-    instance: Option<&str>,
+    names: Names<'_>,
     group: &Group,
     now: DateTime<Utc>,
     attempt: u32,
 ) -> String {
-    let name = style_candidate(style, group, now, attempt);
-    match instance {
+    let name = style_candidate(names.style, group, now, attempt);
+    match names.instance {
         Some(i) => format!("{name}_{i}"),
         None => name,
     }
@@ -128,6 +136,13 @@ mod tests {
     use crate::encoding::Encoding;
     use chrono::TimeZone;
 
+    fn plain(style: &NameStyle) -> Names<'_> {
+        Names {
+            style,
+            instance: None,
+        }
+    }
+
     fn group(prefix: &str, kind: Kind) -> Group {
         Group {
             prefix: prefix.into(),
@@ -141,22 +156,21 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 12, 1, 4, 2, 41).unwrap();
         let cdr = group("", Kind::Cdr);
         assert_eq!(
-            candidate(&NameStyle::Emnify, None, &cdr, now, 0),
+            candidate(plain(&NameStyle::Emnify), &cdr, now, 0),
             "cdr_20261201_040241"
         );
         assert_eq!(
-            candidate(&NameStyle::Emnify, None, &cdr, now, 1),
+            candidate(plain(&NameStyle::Emnify), &cdr, now, 1),
             "cdr_20261201_040242"
         );
         let timed = NameStyle::Template(KeyTemplate::parse("time=%H%M%S").unwrap());
-        assert_eq!(candidate(&timed, None, &cdr, now, 2), "time=040243");
+        assert_eq!(candidate(plain(&timed), &cdr, now, 2), "time=040243");
         let fixed = NameStyle::Template(KeyTemplate::parse("data").unwrap());
-        assert_eq!(candidate(&fixed, None, &cdr, now, 0), "data");
-        assert_eq!(candidate(&fixed, None, &cdr, now, 3), "data-3");
+        assert_eq!(candidate(plain(&fixed), &cdr, now, 0), "data");
+        assert_eq!(candidate(plain(&fixed), &cdr, now, 3), "data-3");
         // Dead letters under emnify's layout take default names.
         let dead = candidate(
-            &NameStyle::Emnify,
-            None,
+            plain(&NameStyle::Emnify),
             &group("dead_letter", Kind::Plain),
             now,
             0,
@@ -164,7 +178,15 @@ mod tests {
         assert!(dead.starts_with("20261201T040241.000Z-"), "{dead}");
         // Cluster mode: the replica's id ends every name.
         assert_eq!(
-            candidate(&NameStyle::Emnify, Some("replica-a"), &cdr, now, 1),
+            candidate(
+                Names {
+                    style: &NameStyle::Emnify,
+                    instance: Some("replica-a")
+                },
+                &cdr,
+                now,
+                1
+            ),
             "cdr_20261201_040242_replica-a"
         );
     }
