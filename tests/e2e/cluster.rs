@@ -849,3 +849,60 @@ async fn the_transform_registry_is_shared_through_etcd() {
     assert_eq!(tags(&dirs[1]), ["a", "a"], "v1 runs from the local copy");
     b.stop();
 }
+
+/// `cursor_commit = "delivered"`: the leader is killed and its disk is
+/// lost for good (never started again) while records it polled still wait
+/// in its spool; the new leader polls them again from the delivered
+/// cursor, so nothing is lost, and the duplicates are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_delivered_cursors_a_leader_s_lost_disk_loses_nothing() {
+    let _etcd = ETCD.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = stubs::JumpCloud::with_key("jc-test-key");
+    let stub = stubs::jumpcloud(dir.path(), state.clone()).await;
+    let stop = feed(state.clone());
+    let prefix = prefix();
+    let dirs = [replica_dir(dir.path(), "a"), replica_dir(dir.path(), "b")];
+    // Objects close every 3 s: the leader always holds undelivered pages.
+    let config = |instance: &str| {
+        replica_config(&stub, &prefix, instance)
+            .replace(
+                "rotate = { max_age_secs = 0.2 }\n",
+                "rotate = { max_age_secs = 3 }\n",
+            )
+            .replace(
+                "lease_ttl_secs = ",
+                "cursor_commit = \"delivered\"\nlease_ttl_secs = ",
+            )
+    };
+    let a = Gateway::start(&dirs[0], &config("a"));
+    one_leader(&[&a], Duration::from_secs(30)).await;
+    let b = Gateway::start(&dirs[1], &config("b"));
+    tokio::time::sleep(Duration::from_millis(4000 + rand::random::<u64>() % 1500)).await;
+    let spooled_at_kill = metric(&a, r#"sluice_spool_records{sink="out"}"#).await;
+    a.kill9();
+    std::fs::remove_dir_all(&dirs[0].join("state")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(TTL + 10);
+    while metric(&b, LEADS).await != 1.0 {
+        assert!(Instant::now() < deadline, "B did not take over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let got = all_delivered(&state, &[dirs[0].join("out"), dirs[1].join("out")]).await;
+    let dups = duplicates(&got);
+    let counted = metric(&b, REPOLLED).await;
+    println!(
+        "delivered mode, disk lost: {} events, {spooled_at_kill} undelivered at the kill, {dups} duplicates, {counted} counted",
+        got.len()
+    );
+    assert!(
+        spooled_at_kill > 0.0,
+        "the kill should find records undelivered"
+    );
+    assert!(
+        dups as f64 <= counted,
+        "{dups} duplicates, {counted} counted"
+    );
+    b.stop();
+}

@@ -33,7 +33,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -57,6 +56,11 @@ pub struct ClusterConfig {
     /// its lease for 2/3 of it stops polling first.
     #[serde(default = "default_ttl")]
     pub lease_ttl_secs: u64,
+    /// When a poller's cursor in etcd moves: `spooled` (default: once the
+    /// page is durable in the leader's spool) or `delivered` (once the
+    /// sinks delivered it; see docs/cluster.md for the trade-off).
+    #[serde(default)]
+    pub cursor_commit: CursorCommit,
 }
 
 /// TLS to etcd: the CA that signed the members' certificates, and this
@@ -246,15 +250,55 @@ impl Term {
 /// A source's cursor as stored in the coordination engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// The poller's cursors by checkpoint key, as its local checkpoints
-    /// hold them (one for most sources; one per org for a JumpCloud MSP
-    /// key, `<source>/org=<id>`).
+    /// Where the next leader resumes: the poller's cursors by checkpoint
+    /// key, as its local checkpoints hold them (one for most sources; one
+    /// per org for a JumpCloud MSP key, `<source>/org=<id>`). With
+    /// `cursor_commit = "delivered"`, only as far as the sinks delivered.
     pub values: BTreeMap<String, String>,
+    /// How far the writer had spooled (ahead of `values` while pages wait
+    /// for delivery): what a new leader may poll again, and counts.
+    #[serde(default)]
+    pub spooled: BTreeMap<String, String>,
     /// The replica that wrote it.
     pub instance: String,
-    /// True when that replica resigned after writing it, so the pages it
-    /// spooled are all behind this cursor.
+    /// True when that replica resigned after writing it, with nothing
+    /// spooled past `values`.
     pub clean: bool,
+}
+
+/// When the cursor in etcd moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CursorCommit {
+    /// Once the page is durable in the leader's spool: at most one page of
+    /// duplicates per failover; a leader that loses its disk for good loses
+    /// what it had not delivered.
+    #[default]
+    Spooled,
+    /// Once the sinks have delivered the page: nothing is lost even if a
+    /// leader's disk is; a failover polls again everything the old leader
+    /// had not delivered yet (counted).
+    Delivered,
+}
+
+/// A page that waits for delivery before the cursor may pass it: the end
+/// of each sink log it was appended to, and the cursors after it.
+struct Undelivered {
+    ends: Vec<(Arc<crate::spool::log::SinkLog>, u64)>,
+    values: BTreeMap<String, String>,
+}
+
+/// The cursors as this term last wrote them (or will write them).
+#[derive(Default)]
+struct Written {
+    values: BTreeMap<String, String>,
+    spooled: BTreeMap<String, String>,
+    /// Delivered mode: pages spooled whose delivery the cursor waits for.
+    undelivered: std::collections::VecDeque<Undelivered>,
+    /// The previous leader did not hand over cleanly: by checkpoint key,
+    /// how far it may have spooled (its cursor's time). Pages that start
+    /// at or before it may repeat its events and are counted.
+    suspect: BTreeMap<String, Option<i128>>,
 }
 
 /// A poller's lead, as its page commits use it (see [`PollCtx::commit`]).
@@ -262,18 +306,18 @@ pub struct Fence {
     coordinator: Arc<dyn Coordinator>,
     term: Term,
     instance: String,
+    mode: CursorCommit,
     metrics: Metrics,
-    /// The previous term ended without a clean hand-over: this term's
-    /// first page may repeat what that leader spooled last.
-    first_page_suspect: AtomicBool,
-    /// The cursors as last written.
-    values: std::sync::Mutex<BTreeMap<String, String>>,
+    written: std::sync::Mutex<Written>,
+    /// Serialises the writes of one term, so etcd sees them in order.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fence")
             .field("term", &self.term)
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -281,6 +325,13 @@ impl std::fmt::Debug for Fence {
 /// How long a failing coordination call waits before it is tried again.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The time a poller's cursor (a [`Watermark`](crate::sources::poller::Watermark)) stands at.
+fn cursor_time(value: Option<&String>) -> Option<i128> {
+    serde_json::from_str::<crate::sources::poller::Watermark>(value?)
+        .ok()?
+        .at_ns
+}
 
 impl Fence {
     /// Whether the lease is still known to be valid.
@@ -298,11 +349,13 @@ impl Fence {
         PollError::Deposed("the etcd lease was not renewed within 2/3 of its TTL".into())
     }
 
-    /// Step 4 of a page: writes `value` as the cursor under the page's
-    /// checkpoint key, fenced. Retries while etcd cannot be reached and the
-    /// lease is still valid. The write is tried even when the lease lapsed
-    /// while the page was in flight: the fence, not this replica's clock,
-    /// decides whether it still leads.
+    /// Step 4 of a page, after its records and `value` (the cursor after
+    /// it, under the page's checkpoint key) are durable in the spool: the
+    /// fenced write. Retries while etcd cannot be reached and the lease is
+    /// still valid. The write is tried even when the lease lapsed while
+    /// the page was in flight: the fence, not this replica's clock, decides
+    /// whether it still leads. In delivered mode the page is also queued
+    /// until its sinks deliver it (see [`Fence::deliveries`]).
     ///
     /// # Errors
     ///
@@ -315,38 +368,109 @@ impl Fence {
         value: &str,
         events: usize,
     ) -> Result<(), PollError> {
-        let mut values = crate::util::lock(&self.values).clone();
-        values.insert(ctx.checkpoint.clone(), value.to_string());
-        self.write(ctx, values, events).await
+        let key = ctx.checkpoint.clone();
+        let repeats = {
+            let mut w = crate::util::lock(&self.written);
+            let start = cursor_time(w.spooled.get(&key));
+            let mut repeats = false;
+            if let Some(limit) = w.suspect.get(&key).copied() {
+                repeats = start <= limit;
+                if cursor_time(Some(&value.to_string())) > limit {
+                    w.suspect.remove(&key);
+                }
+            }
+            w.spooled.insert(key.clone(), value.to_string());
+            match self.mode {
+                CursorCommit::Spooled => {
+                    w.values.insert(key, value.to_string());
+                }
+                CursorCommit::Delivered => {
+                    let ends = crate::pipeline::sinks_of(&ctx.pipelines)
+                        .iter()
+                        .filter_map(|s| ctx.spool.log(s))
+                        .map(|log| {
+                            let end = log.end().seq;
+                            (log, end)
+                        })
+                        .collect();
+                    let values = w.spooled.clone();
+                    w.undelivered.push_back(Undelivered { ends, values });
+                }
+            }
+            repeats
+        };
+        self.write(Some(ctx), events).await?;
+        if repeats {
+            self.metrics.cluster_repolled(
+                &self.term.source,
+                events,
+                "page after a leader that did not hand over cleanly; it may have spooled these too",
+            );
+        }
+        Ok(())
     }
 
-    /// Writes `values` as the source's cursors, fenced (see [`Fence::commit`]).
-    async fn write(
-        &self,
-        ctx: &mut PollCtx,
-        values: BTreeMap<String, String>,
-        events: usize,
-    ) -> Result<(), PollError> {
-        let cursor = Cursor {
-            values,
-            instance: self.instance.clone(),
-            clean: false,
+    /// Moves `values` past every queued page its sinks have delivered;
+    /// whether it moved.
+    fn advance(&self) -> bool {
+        let mut w = crate::util::lock(&self.written);
+        let mut moved = None;
+        while let Some(front) = w.undelivered.front() {
+            if !front.ends.iter().all(|(log, end)| log.cursor().seq >= *end) {
+                break;
+            }
+            moved = w.undelivered.pop_front().map(|u| u.values);
+        }
+        match moved {
+            Some(values) => {
+                w.values = values;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Delivered mode: writes the cursor forward as the sinks deliver the
+    /// queued pages, checked every 250 ms, for the whole term.
+    ///
+    /// # Errors
+    ///
+    /// Returns (never `Ok`) [`PollError::Deposed`] when a write is refused.
+    pub async fn deliveries(&self) -> PollError {
+        let mut pending = false;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            pending |= self.advance();
+            if !pending {
+                continue;
+            }
+            match self.write(None, 0).await {
+                Ok(()) => pending = false,
+                Err(e @ PollError::Deposed(_)) => return e,
+                // Not written now (etcd unreachable): the next tick tries again.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Writes the cursors as they stand, fenced. With `ctx`, retries
+    /// transient failures (waiting through `ctx`); without, one attempt.
+    async fn write(&self, mut ctx: Option<&mut PollCtx>, events: usize) -> Result<(), PollError> {
+        let _in_order = self.writing.lock().await;
+        let cursor = {
+            let w = crate::util::lock(&self.written);
+            Cursor {
+                values: w.values.clone(),
+                spooled: w.spooled.clone(),
+                instance: self.instance.clone(),
+                clean: false,
+            }
         };
         let source = &self.term.source;
         let mut wait = RETRY_MIN;
         loop {
             match self.coordinator.commit_cursor(&self.term, &cursor).await {
-                Ok(()) => {
-                    *crate::util::lock(&self.values) = cursor.values;
-                    if events > 0 && self.first_page_suspect.swap(false, Ordering::Relaxed) {
-                        self.metrics.cluster_repolled(
-                            source,
-                            events,
-                            "first page after a leader that did not hand over cleanly; it may have spooled these too",
-                        );
-                    }
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(ClusterError::Fenced) => {
                     self.metrics.cluster_fenced(source);
                     self.metrics.cluster_repolled(
@@ -359,6 +483,9 @@ impl Fence {
                     ));
                 }
                 Err(e) => {
+                    let Some(ctx) = ctx.as_deref_mut() else {
+                        return Err(PollError::Fatal(e.to_string()));
+                    };
                     tracing::warn!(source = source.as_str(), error = %e, "cursor write failed; retrying");
                     if let Err(stop) = ctx.sleep(wait).await {
                         if matches!(stop, PollError::Deposed(_)) {
@@ -375,6 +502,27 @@ impl Fence {
             }
         }
     }
+
+    /// The hand-over cursor: how far this replica spooled (its local
+    /// checkpoints) and, in delivered mode, how far its sinks delivered.
+    /// Clean when nothing spooled is left past `values`.
+    fn hand_over(&self, ctx: &PollCtx) -> Cursor {
+        self.advance();
+        let w = crate::util::lock(&self.written);
+        let mut keys: Vec<String> = w.spooled.keys().cloned().collect();
+        keys.push(ctx.checkpoint.clone());
+        let spooled = local_cursors(ctx, keys);
+        let values = match self.mode {
+            CursorCommit::Spooled => spooled.clone(),
+            CursorCommit::Delivered => w.values.clone(),
+        };
+        Cursor {
+            clean: values == spooled,
+            values,
+            spooled,
+            instance: self.instance.clone(),
+        }
+    }
 }
 
 /// Runs a poller source in cluster mode: campaigns for it, polls while it
@@ -383,6 +531,7 @@ impl Fence {
 pub async fn run_poller(
     coordinator: Arc<dyn Coordinator>,
     instance: String,
+    mode: CursorCommit,
     mut ctx: PollCtx,
     interval: Duration,
     poller: Poller,
@@ -398,9 +547,10 @@ pub async fn run_poller(
             coordinator: coordinator.clone(),
             term: term.clone(),
             instance: instance.clone(),
+            mode,
             metrics: ctx.metrics.clone(),
-            first_page_suspect: AtomicBool::new(false),
-            values: std::sync::Mutex::default(),
+            written: std::sync::Mutex::default(),
+            writing: tokio::sync::Mutex::new(()),
         });
         ctx.fence = Some(fence.clone());
         let outcome = lead(&coordinator, &fence, &mut ctx, interval, &poller).await;
@@ -413,16 +563,7 @@ pub async fn run_poller(
                 }
             }
             e @ (PollError::Shutdown | PollError::Fatal(_)) => {
-                // Hand over: the local checkpoints are exactly what this
-                // replica spooled, so they are the cursors to leave behind.
-                let mut keys: Vec<String> =
-                    crate::util::lock(&fence.values).keys().cloned().collect();
-                keys.push(ctx.checkpoint.clone());
-                let cursor = Cursor {
-                    values: local_cursors(&ctx, keys),
-                    instance: instance.clone(),
-                    clean: true,
-                };
+                let cursor = fence.hand_over(&ctx);
                 let resigned = tokio::time::timeout(
                     Duration::from_secs(3),
                     coordinator.resign(&term, &cursor),
@@ -481,24 +622,28 @@ async fn lead(
             }
         }
     };
-    // Whose cursors are the truth. etcd's, unless this replica wrote
-    // them last: then nobody has polled since, and its own checkpoints
-    // (spooled before each etcd write, so never behind it) may be a page
-    // ahead; taking them avoids polling that page again. Without a cursor
-    // in etcd (the first term ever) this replica's own, if any, is where
-    // the cluster starts.
+    // Where to resume. From etcd's cursor, unless this replica wrote it
+    // last: then nobody has polled since, and its own checkpoints
+    // (spooled before each etcd write, so never behind it) may be ahead;
+    // it resumes from them, and in delivered mode the cursor waits for
+    // their delivery. Without a cursor in etcd (the first term ever) this
+    // replica's own, if any, is where the cluster starts.
     let mut keys: Vec<String> = stored
         .iter()
-        .flat_map(|c| c.values.keys().cloned())
+        .flat_map(|c| c.values.keys().chain(c.spooled.keys()).cloned())
         .collect();
     keys.push(ctx.checkpoint.clone());
     let local = local_cursors(ctx, keys);
-    let values = match &stored {
-        Some(c) if c.instance != fence.instance || local.is_empty() => c.values.clone(),
+    let ours = match &stored {
+        Some(c) => c.instance == fence.instance && !local.is_empty(),
+        None => true,
+    };
+    let resume = match &stored {
+        Some(c) if !ours => c.values.clone(),
         _ => local.clone(),
     };
     // The local checkpoints follow, since the poller reads them there.
-    for (key, value) in &values {
+    for (key, value) in &resume {
         if local.get(key) != Some(value)
             && let Err(e) = ctx
                 .spool
@@ -508,22 +653,57 @@ async fn lead(
             return PollError::Fatal(e.to_string());
         }
     }
+    {
+        let mut w = crate::util::lock(&fence.written);
+        w.spooled.clone_from(&resume);
+        w.values = match (fence.mode, &stored) {
+            (CursorCommit::Delivered, Some(c)) if ours => {
+                // What this replica spooled past etcd's cursor is in its
+                // spool: the cursor passes it once it is delivered.
+                let ends = crate::pipeline::sinks_of(&ctx.pipelines)
+                    .iter()
+                    .filter_map(|s| ctx.spool.log(s))
+                    .map(|log| {
+                        let end = log.end().seq;
+                        (log, end)
+                    })
+                    .collect();
+                w.undelivered.push_back(Undelivered {
+                    ends,
+                    values: resume.clone(),
+                });
+                c.values.clone()
+            }
+            _ => resume.clone(),
+        };
+        if let Some(c) = stored.as_ref().filter(|c| !c.clean && !ours) {
+            let spooled = if c.spooled.is_empty() {
+                &c.values
+            } else {
+                &c.spooled
+            };
+            w.suspect = spooled
+                .iter()
+                .map(|(k, v)| (k.clone(), cursor_time(Some(v))))
+                .collect();
+        }
+    }
     // The term's first write claims the cursor (marked not clean), so a
     // crash from here on is seen by the next leader.
-    if let Err(e) = fence.write(ctx, values, 0).await {
+    if let Err(e) = fence.write(Some(ctx), 0).await {
         return e;
     }
-    fence.first_page_suspect.store(
-        stored
-            .as_ref()
-            .is_some_and(|c| !c.clean && c.instance != fence.instance),
-        Ordering::Relaxed,
-    );
     let why = match &stored {
         Some(c) if c.clean => format!("took over cleanly from {}", c.instance),
         Some(c) => format!("took over from {}, which did not hand over", c.instance),
         None => "first leader of this source".to_string(),
     };
     ctx.metrics.cluster_leader(&source, true, &why);
-    run_cycles(ctx, interval, poller).await
+    match fence.mode {
+        CursorCommit::Spooled => run_cycles(ctx, interval, poller).await,
+        CursorCommit::Delivered => tokio::select! {
+            e = run_cycles(ctx, interval, poller) => e,
+            e = fence.deliveries() => e,
+        },
+    }
 }

@@ -601,7 +601,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 lease_ttl_secs = c.lease_ttl_secs,
                 "cluster mode: each poller runs on the one replica that leads it"
             );
-            Some((Arc::new(etcd), instance, c.prefix.clone()))
+            Some((Arc::new(etcd), instance, c.prefix.clone(), c.cursor_commit))
         }
         None => None,
     };
@@ -614,9 +614,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 "poller started"
             );
             servers.push(match &etcd {
-                Some((c, instance, _)) => tokio::spawn(crate::cluster::run_poller(
+                Some((c, instance, _, mode)) => tokio::spawn(crate::cluster::run_poller(
                     c.clone(),
                     instance.clone(),
+                    *mode,
                     ctx,
                     interval,
                     poller,
@@ -627,7 +628,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     }
 
     let token = core.secrets.admin_token.clone();
-    let registry = etcd.as_ref().map(|(e, _, prefix)| {
+    let registry = etcd.as_ref().map(|(e, _, prefix, _)| {
         Arc::new(crate::cluster::registry::Registry::new(
             e.etcd_client(),
             prefix,
