@@ -304,26 +304,7 @@ impl Coordinator for Etcd {
         term: &'a Term,
         cursor: &'a Cursor,
     ) -> BoxFuture<'a, Result<(), ClusterError>> {
-        Box::pin(async move {
-            let value =
-                serde_json::to_vec(cursor).map_err(|e| ClusterError::Config(e.to_string()))?;
-            let r = self
-                .txn(
-                    Txn::new()
-                        .when([Compare::create_revision(
-                            self.key(&term.source, "leader"),
-                            CompareOp::Equal,
-                            term.token,
-                        )])
-                        .and_then([TxnOp::put(self.key(&term.source, "cursor"), value, None)]),
-                )
-                .await?;
-            if r.succeeded() {
-                Ok(())
-            } else {
-                Err(ClusterError::Fenced)
-            }
-        })
+        Box::pin(self.fenced(term, cursor, false))
     }
 
     fn resign<'a>(
@@ -331,30 +312,36 @@ impl Coordinator for Etcd {
         term: &'a Term,
         cursor: &'a Cursor,
     ) -> BoxFuture<'a, Result<(), ClusterError>> {
-        Box::pin(async move {
-            let value =
-                serde_json::to_vec(cursor).map_err(|e| ClusterError::Config(e.to_string()))?;
-            let leader = self.key(&term.source, "leader");
-            let r = self
-                .txn(
-                    Txn::new()
-                        .when([Compare::create_revision(
-                            leader.clone(),
-                            CompareOp::Equal,
-                            term.token,
-                        )])
-                        .and_then([
-                            TxnOp::put(self.key(&term.source, "cursor"), value, None),
-                            TxnOp::delete(leader, None),
-                        ]),
-                )
-                .await?;
-            if r.succeeded() {
-                Ok(())
-            } else {
-                Err(ClusterError::Fenced)
-            }
-        })
+        Box::pin(self.fenced(term, cursor, true))
+    }
+}
+
+impl Etcd {
+    /// Writes `cursor` (and, to resign, deletes the leader key) in one
+    /// transaction that commits only if `term` still leads the source.
+    async fn fenced(&self, term: &Term, cursor: &Cursor, resign: bool) -> Result<(), ClusterError> {
+        let value = serde_json::to_vec(cursor).map_err(|e| ClusterError::Config(e.to_string()))?;
+        let leader = self.key(&term.source, "leader");
+        let mut ops = vec![TxnOp::put(self.key(&term.source, "cursor"), value, None)];
+        if resign {
+            ops.push(TxnOp::delete(leader.clone(), None));
+        }
+        let r = self
+            .txn(
+                Txn::new()
+                    .when([Compare::create_revision(
+                        leader,
+                        CompareOp::Equal,
+                        term.token,
+                    )])
+                    .and_then(ops),
+            )
+            .await?;
+        if r.succeeded() {
+            Ok(())
+        } else {
+            Err(ClusterError::Fenced)
+        }
     }
 }
 

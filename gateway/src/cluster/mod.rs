@@ -385,16 +385,11 @@ impl Fence {
                     w.values.insert(key, value.to_string());
                 }
                 CursorCommit::Delivered => {
-                    let ends = crate::pipeline::sinks_of(&ctx.pipelines)
-                        .iter()
-                        .filter_map(|s| ctx.spool.log(s))
-                        .map(|log| {
-                            let end = log.end().seq;
-                            (log, end)
-                        })
-                        .collect();
                     let values = w.spooled.clone();
-                    w.undelivered.push_back(Undelivered { ends, values });
+                    w.undelivered.push_back(Undelivered {
+                        ends: log_ends(ctx),
+                        values,
+                    });
                 }
             }
             repeats
@@ -587,6 +582,19 @@ pub async fn run_poller(
     }
 }
 
+/// Where each sink log the source feeds ends now: a page appended before
+/// is delivered once every log's delivery cursor reaches its end.
+fn log_ends(ctx: &PollCtx) -> Vec<(Arc<crate::spool::log::SinkLog>, u64)> {
+    crate::pipeline::sinks_of(&ctx.pipelines)
+        .iter()
+        .filter_map(|s| ctx.spool.log(s))
+        .map(|log| {
+            let end = log.end().seq;
+            (log, end)
+        })
+        .collect()
+}
+
 /// This replica's checkpoints under `keys` (those it has).
 fn local_cursors(
     ctx: &PollCtx,
@@ -660,16 +668,8 @@ async fn lead(
             (CursorCommit::Delivered, Some(c)) if ours => {
                 // What this replica spooled past etcd's cursor is in its
                 // spool: the cursor passes it once it is delivered.
-                let ends = crate::pipeline::sinks_of(&ctx.pipelines)
-                    .iter()
-                    .filter_map(|s| ctx.spool.log(s))
-                    .map(|log| {
-                        let end = log.end().seq;
-                        (log, end)
-                    })
-                    .collect();
                 w.undelivered.push_back(Undelivered {
-                    ends,
+                    ends: log_ends(ctx),
                     values: resume.clone(),
                 });
                 c.values.clone()
