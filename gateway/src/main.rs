@@ -495,6 +495,10 @@ fn run_gateway(path: &std::path::Path) -> ExitCode {
         Ok(both) => both,
         Err(code) => return code,
     };
+    // The handlers are installed before anything starts, so a SIGTERM that
+    // comes while sluice starts (or just after it said it was listening)
+    // is a graceful stop, never the default action's abrupt exit.
+    let _in_runtime = runtime.enter();
     match runtime.block_on(sluice::commands::run::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.into()),
@@ -512,6 +516,8 @@ fn run_backfill(
         Ok(both) => both,
         Err(code) => return code,
     };
+    // shutdown_signal() installs its handlers in this runtime.
+    let _in_runtime = runtime.enter();
     if sluice::spool::lock::StateLock::held(&config.state_dir()) {
         let target = match backfill::gateway_target(&config) {
             Ok(t) => t,
@@ -573,24 +579,38 @@ fn run_backfill(
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called (inside a runtime: `Runtime::enter`), not when the future is
+/// first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (int, term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int) => {}
+                () = wait(term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

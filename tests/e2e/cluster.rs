@@ -89,12 +89,12 @@ fn prefix() -> String {
 
 /// A replica: the JumpCloud poller (50 events a page, 1 s behind now), a
 /// push source, the local sink, and `[cluster]`.
-fn replica_config(stub: &stubs::Stub, prefix: &str, instance: &str) -> String {
-    let start = (chrono::Utc::now() - chrono::Duration::minutes(5))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+/// Every replica of a test is given the same `start`: a replica whose
+/// configured start differs resets the cursor it takes over (and says so).
+fn replica_config(stub: &stubs::Stub, start: &str, prefix: &str, instance: &str) -> String {
     let mut c = jc_config(
         stub,
-        &start,
+        start,
         &format!("limit = {PAGE}\nsource_lag_secs = 1"),
         "rotate = { max_age_secs = 0.2 }",
     )
@@ -141,6 +141,13 @@ fn feed(state: Arc<stubs::JumpCloud>) -> Arc<AtomicBool> {
 
 async fn metric(gw: &Gateway, sample: &str) -> f64 {
     metric_value(&gw.metrics().await, sample)
+}
+
+/// How many terms a replica has led the source for (from its log).
+fn terms(gw: &Gateway) -> usize {
+    gw.stderr()
+        .matches("this replica now leads the poller")
+        .count()
 }
 
 const LEADS: &str = r#"sluice_cluster_leader{source="jc"}"#;
@@ -221,6 +228,21 @@ async fn delivered_once_or_counted(
         "{what}: {} events, {dups} duplicates, {counted} counted as repolled",
         got.len()
     );
+    if dups > 0 {
+        let (a, b) = (ids(&dirs[0].join("out")), ids(&dirs[1].join("out")));
+        let twice: Vec<String> = got
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| {
+                format!(
+                    "{id}:{}/{}",
+                    a.get(id).unwrap_or(&0),
+                    b.get(id).unwrap_or(&0)
+                )
+            })
+            .collect();
+        println!("{what}: more than once (a/b): {}", twice.join(" "));
+    }
     assert!(
         dups as f64 <= counted,
         "{what}: {dups} duplicates but only {counted} counted as repolled"
@@ -236,6 +258,8 @@ struct Scene {
     stub: stubs::Stub,
     stop: Arc<AtomicBool>,
     prefix: String,
+    /// The poller's configured start, the same for every replica.
+    start: String,
     dirs: [PathBuf; 2],
 }
 
@@ -251,6 +275,8 @@ async fn scene() -> Scene {
         stub,
         stop,
         prefix: prefix(),
+        start: (chrono::Utc::now() - chrono::Duration::minutes(5))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         dirs,
     }
 }
@@ -273,10 +299,11 @@ async fn killing_the_leader_moves_the_poller_within_the_ttl_and_loses_nothing() 
         stub,
         stop,
         prefix,
+        start,
         dirs,
     } = scene().await;
-    let a = Gateway::start(&dirs[0], &replica_config(&stub, &prefix, "a"));
-    let b = Gateway::start(&dirs[1], &replica_config(&stub, &prefix, "b"));
+    let a = Gateway::start(&dirs[0], &replica_config(&stub, &start, &prefix, "a"));
+    let b = Gateway::start(&dirs[1], &replica_config(&stub, &start, &prefix, "b"));
     let leader = one_leader(&[&a, &b], Duration::from_secs(30)).await;
     // Every documented cluster metric, and every one the alert rules
     // query, is exported by a replica; the scrape passes promtool.
@@ -296,6 +323,7 @@ async fn killing_the_leader_moves_the_poller_within_the_ttl_and_loses_nothing() 
     }
     crate::support::promtool_check(&scrape);
     tokio::time::sleep(Duration::from_millis(1500 + rand::random::<u64>() % 1500)).await;
+    let killed_terms = terms(if leader == 0 { &a } else { &b });
     let (dead_dir, survivor) = if leader == 0 {
         a.kill9();
         (dirs[0].clone(), b)
@@ -337,7 +365,13 @@ async fn killing_the_leader_moves_the_poller_within_the_ttl_and_loses_nothing() 
     // spooled, and follows.
     let restarted = Gateway::start_existing(&dead_dir);
     let dups = delivered_once_or_counted("kill -9", &state, &dirs, &[&survivor, &restarted]).await;
-    assert!(dups <= PAGE, "{dups} duplicates: more than one page");
+    // One failover by the kill; on a loaded machine a replica that misses
+    // renewals gives the lead up too, and each failover may repeat a page.
+    let failovers = killed_terms + terms(&survivor) + terms(&restarted) - 1;
+    assert!(
+        dups <= PAGE * failovers,
+        "{dups} duplicates: more than one page per failover ({failovers})"
+    );
     assert_eq!(metric(&restarted, LEADS).await, 0.0, "two leaders");
     survivor.stop();
     restarted.stop();
@@ -355,11 +389,12 @@ async fn a_paused_leader_is_fenced_and_stops_polling() {
         stub,
         stop,
         prefix,
+        start,
         dirs,
     } = scene().await;
-    let a = Gateway::start(&dirs[0], &replica_config(&stub, &prefix, "a"));
+    let a = Gateway::start(&dirs[0], &replica_config(&stub, &start, &prefix, "a"));
     one_leader(&[&a], Duration::from_secs(30)).await;
-    let b = Gateway::start(&dirs[1], &replica_config(&stub, &prefix, "b"));
+    let b = Gateway::start(&dirs[1], &replica_config(&stub, &start, &prefix, "b"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(one_leader(&[&a, &b], Duration::from_secs(1)).await, 0);
     // A's next request is held by the stub; pause A while it waits.
@@ -417,7 +452,12 @@ async fn a_paused_leader_is_fenced_and_stops_polling() {
     );
     stop.store(true, Ordering::Relaxed);
     let dups = delivered_once_or_counted("SIGSTOP", &state, &dirs, &[&a, &b]).await;
-    assert!(dups <= 2 * PAGE, "{dups} duplicates");
+    // A page per failover, and the page the paused leader spooled on waking.
+    let failovers = terms(&a) + terms(&b) - 1;
+    assert!(
+        dups <= PAGE * (failovers + 1),
+        "{dups} duplicates: more than one page per failover ({failovers}) and the refused one"
+    );
     assert!(a.stderr().contains("cursor write refused by etcd"));
     a.stop();
     b.stop();
@@ -435,10 +475,11 @@ async fn losing_etcd_quorum_pauses_pollers_only() {
         stub,
         stop,
         prefix,
+        start,
         dirs,
     } = scene().await;
-    let a = Gateway::start(&dirs[0], &replica_config(&stub, &prefix, "a"));
-    let b = Gateway::start(&dirs[1], &replica_config(&stub, &prefix, "b"));
+    let a = Gateway::start(&dirs[0], &replica_config(&stub, &start, &prefix, "a"));
+    let b = Gateway::start(&dirs[1], &replica_config(&stub, &start, &prefix, "b"));
     one_leader(&[&a, &b], Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Two members stopped; started again however this block ends.
@@ -879,11 +920,12 @@ async fn with_delivered_cursors_a_leader_s_lost_disk_loses_nothing() {
         stub,
         stop,
         prefix,
+        start,
         dirs,
     } = scene().await;
     // Objects close every 3 s: the leader always holds undelivered pages.
     let config = |instance: &str| {
-        replica_config(&stub, &prefix, instance)
+        replica_config(&stub, &start, &prefix, instance)
             .replace(
                 "rotate = { max_age_secs = 0.2 }\n",
                 "rotate = { max_age_secs = 3 }\n",
@@ -897,7 +939,17 @@ async fn with_delivered_cursors_a_leader_s_lost_disk_loses_nothing() {
     one_leader(&[&a], Duration::from_secs(30)).await;
     let b = Gateway::start(&dirs[1], &config("b"));
     tokio::time::sleep(Duration::from_millis(4000 + rand::random::<u64>() % 1500)).await;
-    let spooled_at_kill = metric(&a, r#"sluice_spool_records{sink="out"}"#).await;
+    // Kill while pages wait for delivery (not in the instant after a flush).
+    let undelivered = r#"sluice_spool_records{sink="out"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&a, undelivered).await == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing ever waited for delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spooled_at_kill = metric(&a, undelivered).await;
     a.kill9();
     std::fs::remove_dir_all(dirs[0].join("state")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(TTL + 10);
@@ -907,11 +959,7 @@ async fn with_delivered_cursors_a_leader_s_lost_disk_loses_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
-    println!("delivered mode: {spooled_at_kill} records undelivered at the kill");
-    assert!(
-        spooled_at_kill > 0.0,
-        "the kill should find records undelivered"
-    );
+    println!("delivered mode: about {spooled_at_kill} records undelivered at the kill");
     delivered_once_or_counted("delivered mode, disk lost", &state, &dirs, &[&b]).await;
     b.stop();
 }

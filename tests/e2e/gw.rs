@@ -98,17 +98,19 @@ impl Gateway {
         let err_pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+            // Lossy, so a line that is not UTF-8 never stops the draining
+            // (a full pipe would block the gateway's logging).
+            for line in BufReader::new(err_pipe).split(b'\n').map_while(Result::ok) {
                 let mut s = sink.lock().unwrap();
-                s.push_str(&line);
+                s.push_str(&String::from_utf8_lossy(&line));
                 s.push('\n');
             }
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let out = child.stdout.take().unwrap();
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
             }
         });
         let (mut push, mut admin, mut cert) = (None, None, None);
