@@ -861,6 +861,52 @@ async fn the_transform_registry_is_shared_through_etcd() {
         (on_a["active"].clone(), on_b["active"].clone()),
         (1.into(), 1.into())
     );
+    // Removing the inactive v2 on A removes it on B too; the active one
+    // cannot be removed.
+    let (status, reply) = admin(
+        &a,
+        "DELETE",
+        "/v1/transforms/tagger/versions/1",
+        b"",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["kind"].clone()),
+        (409, "in_use".into()),
+        "{reply}"
+    );
+    let (status, reply) = admin(
+        &a,
+        "DELETE",
+        "/v1/transforms/tagger/versions/2",
+        b"",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, on_b) = admin(
+            &b,
+            "GET",
+            "/v1/transforms/tagger/versions",
+            b"",
+            Some(TOKEN),
+        )
+        .await;
+        let versions: Vec<u64> = on_b["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["version"].as_u64())
+            .collect();
+        if versions == [1] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still lists {versions:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // What ran: B tagged "a" (v1); A tagged "b" (v2), then "a" (rollback).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -327,7 +327,7 @@ const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The time a poller's cursor (a [`Watermark`](crate::sources::poller::Watermark)) stands at.
-fn cursor_time(value: Option<&String>) -> Option<i128> {
+fn cursor_time(value: Option<&str>) -> Option<i128> {
     serde_json::from_str::<crate::sources::poller::Watermark>(value?)
         .ok()?
         .at_ns
@@ -371,11 +371,12 @@ impl Fence {
         let key = ctx.checkpoint.clone();
         let repeats = {
             let mut w = crate::util::lock(&self.written);
-            let start = cursor_time(w.spooled.get(&key));
+            // Cursors are parsed only while a previous leader's position
+            // is still ahead (the first page or so of a term).
             let mut repeats = false;
             if let Some(limit) = w.suspect.get(&key).copied() {
-                repeats = start <= limit;
-                if cursor_time(Some(&value.to_string())) > limit {
+                repeats = cursor_time(w.spooled.get(&key).map(String::as_str)) <= limit;
+                if cursor_time(Some(value)) > limit {
                     w.suspect.remove(&key);
                 }
             }
@@ -684,7 +685,7 @@ async fn lead(
             };
             w.suspect = spooled
                 .iter()
-                .map(|(k, v)| (k.clone(), cursor_time(Some(v))))
+                .map(|(k, v)| (k.clone(), cursor_time(Some(v.as_str()))))
                 .collect();
         }
     }

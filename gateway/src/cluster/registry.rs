@@ -180,15 +180,19 @@ impl Registry {
     ///
     /// [`RegistryError`].
     pub async fn remove(&self, name: &str, which: &Which) -> Result<Version, RegistryError> {
-        let removed = self
-            .update(|index| crate::store::index_remove(index, name, which))
+        // Whether another version still names the blob, decided on the same
+        // index the removal was applied to.
+        let (removed, still_used) = self
+            .update(|index| {
+                let removed = crate::store::index_remove(index, name, which)?;
+                let used = index
+                    .values()
+                    .flat_map(|e| &e.versions)
+                    .any(|v| v.sha256 == removed.sha256);
+                Ok((removed, used))
+            })
             .await?;
-        let (index, _, _) = self.read_index().await?;
-        if !index
-            .values()
-            .flat_map(|e| &e.versions)
-            .any(|v| v.sha256 == removed.sha256)
-        {
+        if !still_used {
             let opts = etcd_client::DeleteOptions::new().with_prefix();
             let _ = timeout(
                 REQUEST_TIMEOUT,

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics::CycleStats;
 use crate::pipeline::PipelineError;
 use crate::sources::poller::{PollCtx, PollError, Poller, Window};
+use crate::util::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -177,10 +178,6 @@ pub async fn backfill(
             message,
         }),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A backfill as the admin API reports it.

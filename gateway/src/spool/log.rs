@@ -17,6 +17,7 @@
 //!   wholly behind it. The active segment is never deleted.
 
 use super::frame::{self, Decoded, Frame};
+use crate::util::lock;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -104,10 +105,6 @@ pub struct Damage {
     pub frames: u64,
     /// The file the bytes were copied to, if they could be.
     pub quarantined: Option<PathBuf>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The folder name for a sink: config names may hold any character, so

@@ -5,11 +5,14 @@
 //!
 //! One connection behind a mutex serves the spool's writer thread (log
 //! ends with checkpoints) and the sinks (manifest and cursors); each of
-//! them writes a few rows per transaction, so they never wait long.
+//! them writes a few rows per transaction, so they never wait long. A
+//! poisoned connection lock is taken over (`util::lock`): SQLite rolls
+//! back whatever a panicking holder left open.
 
 use super::SpoolError;
 use super::log::Pos;
 use crate::config::SyncMode;
+use crate::util::lock;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -112,11 +115,6 @@ pub struct ObjectRow {
 pub struct Meta {
     conn: Mutex<Connection>,
     path: PathBuf,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // SQLite rolls back whatever a panicking holder left open.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn pos(seq: i64, segment: i64, offset: i64) -> Pos {

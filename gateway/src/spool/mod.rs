@@ -27,6 +27,7 @@ pub mod meta;
 
 use crate::config::{SpoolConfig, SyncMode};
 use crate::metrics::Metrics;
+use crate::util::lock;
 use log::{Pos, SinkLog};
 use meta::Meta;
 use std::collections::BTreeMap;
@@ -152,10 +153,6 @@ const GROUP_COMMIT_OPS: usize = 256;
 const END_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 /// First-release rows migrated per transaction.
 const MIGRATE_CHUNK: usize = 10_000;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 impl Spool {
     /// Locks `state_dir`, opens the metadata and a log for every sink in
