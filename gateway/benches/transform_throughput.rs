@@ -8,7 +8,11 @@
 //! `BENCH_NATIVE=0` skips the native side (to profile WASM alone).
 //! `BENCH_GUEST_DIR=DIR` loads `DIR/NAME.wasm` (`add_fields.wasm`, …)
 //! instead of the built-in: an unstripped build for `perf`, or another
-//! commit's guests for a before/after; see BENCHMARKS.md.)
+//! commit's guests for a before/after; see BENCHMARKS.md.
+//! `BENCH_COUNT=1` counts the WebAssembly instructions run per record
+//! instead: exact where timings on a shared machine are not, so it tells
+//! changes of a few percent apart. Counting slows the guest down, so the
+//! rates printed with it mean nothing.)
 //!
 //! Both sides include building the input records from bytes, as the
 //! gateway must; the WASM side also includes copying them into and out of
@@ -68,6 +72,7 @@ fn main() {
 
     let host = WasmHost::new(HostConfig {
         cache_dir: None,
+        count_instructions: counting(),
         ..HostConfig::default()
     })
     .expect("host");
@@ -75,6 +80,11 @@ fn main() {
     let add = vec![("observer.vendor".to_string(), "sluice".to_string())];
     compare::<add_fields::AddFields>(&host, "add-fields", add, &inputs);
     compare::<ecs_jumpcloud::EcsJumpcloud>(&host, "ecs-jumpcloud", Vec::new(), &inputs);
+}
+
+/// Whether `BENCH_COUNT=1` asks for instruction counts.
+fn counting() -> bool {
+    std::env::var("BENCH_COUNT").is_ok_and(|v| v == "1")
 }
 
 /// Prints records/s for the built-in `name` as wasm and natively (`T`).
@@ -114,6 +124,16 @@ fn compare<T: Transform>(
     for batch in batches {
         // Warm up: first calls fault in memory and caches.
         bench_wasm(&mut worker, &inputs[..n.min(5000)], batch);
+        if counting() {
+            let before = worker.instructions().expect("counting");
+            bench_wasm(&mut worker, inputs, batch);
+            let run = worker.instructions().expect("counting") - before;
+            println!(
+                "{batch:>6}  {:>14.0} wasm instructions per record",
+                run as f64 / n as f64
+            );
+            continue;
+        }
         let w = rate(n, bench_wasm(&mut worker, inputs, batch));
         if !with_native {
             println!("{batch:>6}  {w:>14.0}");

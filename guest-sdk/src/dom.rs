@@ -289,16 +289,16 @@ impl<'a> Node<'a> {
     /// [`PathError`] when a value on the way exists and is not an object;
     /// the document is then unchanged.
     pub fn set(&mut self, path: &'a str, value: Node<'a>) -> Result<Option<Node<'a>>, PathError> {
-        // One walk. A missing key is created as an empty object, and all
-        // below it is new, so a non-object can only be met before anything
-        // has changed: a failure leaves the document as it was.
-        let (parents, leaf) = match split_last(path) {
-            Some((p, l)) => (Some(p), l),
-            None => (None, path),
-        };
+        // One walk, one scan of the path. A missing key is created as an
+        // empty object, and all below it is new, so a non-object can only
+        // be met before anything has changed: a failure leaves the
+        // document as it was.
         let mut cur = self;
         let mut walked = 0usize;
-        for key in parent_segments(parents) {
+        let mut rest: &'a str = path;
+        while let Some(dot) = rest.bytes().position(|b| b == b'.') {
+            let key = &rest[..dot];
+            rest = &rest[dot + 1..];
             match cur {
                 Node::Object(o) => {
                     walked += key.len() + 1;
@@ -308,7 +308,7 @@ impl<'a> Node<'a> {
             }
         }
         match cur {
-            Node::Object(o) => Ok(o.insert(leaf, value)),
+            Node::Object(o) => Ok(o.insert(rest, value)),
             other => Err(blocked(path, walked, other)),
         }
     }
@@ -985,7 +985,8 @@ mod tests {
             .filter_map(char::from_u32)
             .chain("é€😀".chars())
             .collect();
-        for s in [all.as_str(), "", "plain", "\"\\\"", "tail\u{1f}"] {
+        let dense = "\"\\".repeat(13) + "\n\"a\"\u{0}\"";
+        for s in [all.as_str(), "", "plain", "\"\\\"", "tail\u{1f}", &dense] {
             let mut ours = Vec::new();
             write_str(&mut ours, s);
             assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");

@@ -43,6 +43,8 @@
 
 extern crate self as sluice_sdk;
 
+#[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
+pub mod alloc;
 pub mod dom;
 pub mod json;
 pub mod log;
@@ -55,6 +57,16 @@ mod record;
 pub use config::{Config, ConfigError};
 pub use record::{Emit, ErrorKind, Output, Record, RecordError};
 pub use serde_json;
+
+/// The size-class allocator (see [`alloc`]) for a component; a transform
+/// that brings its own turns off the default `fast-alloc` feature.
+#[cfg(all(
+    feature = "fast-alloc",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 /// The outcome of one input record: its outputs, or its error.
 pub type RecordResult = Result<Vec<Output>, RecordError>;

@@ -35,6 +35,7 @@ pub fn check(path: &Path) -> Result<Report, super::run::RunError> {
         memory_cap: (config.limits.transform_memory_mib as usize) << 20,
         max_instances: 16,
         cache_dir: HostConfig::default_cache_dir(),
+        count_instructions: false,
     })?;
     let metrics = Metrics::new();
     // Uploaded transforms are looked up where `sluice run` keeps them,

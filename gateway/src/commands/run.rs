@@ -314,6 +314,7 @@ impl Core {
                 std::env::var_os("SLUICE_CACHE_DIR")
                     .map_or_else(|| state_dir.join("cache"), Into::into),
             ),
+            count_instructions: false,
         })?;
         let store = Arc::new(
             crate::store::Store::open(&state_dir).map_err(|e| RunError::Store(e.to_string()))?,

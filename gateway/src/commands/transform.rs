@@ -97,6 +97,7 @@ pub fn run(
         memory_cap: opts.memory_cap,
         max_instances: 2,
         cache_dir: opts.cache_dir.clone(),
+        count_instructions: false,
     })?;
     let component = builtins::resolve(&host, &opts.transform)?;
     let mut worker = Worker::new(component, opts.config.clone())?;

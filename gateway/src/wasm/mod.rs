@@ -62,6 +62,10 @@ pub struct HostConfig {
     pub max_instances: u32,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Counts the WebAssembly instructions each instance runs (wasmtime's
+    /// fuel), for benchmarks: on a shared machine the count is exact where
+    /// timings are not. Slows every guest down; never on in the gateway.
+    pub count_instructions: bool,
 }
 
 impl HostConfig {
@@ -79,6 +83,7 @@ impl Default for HostConfig {
             memory_cap: 64 << 20,
             max_instances: 64,
             cache_dir: cache::default_dir(),
+            count_instructions: false,
         }
     }
 }
@@ -114,6 +119,7 @@ impl WasmHost {
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true);
         wasm.epoch_interruption(true);
+        wasm.consume_fuel(config.count_instructions);
         // For `perf record`: names the JIT code of the components in
         // /tmp/perf-PID.map. Off by default (the map grows per compile).
         if std::env::var_os("SLUICE_WASM_PERFMAP").is_some() {
@@ -312,6 +318,11 @@ impl TransformComponent {
         // The deadline must be set before instantiating: start-up code runs
         // during instantiation, and a new store's deadline is already past.
         set_deadline(&mut store, limits.deadline);
+        if limits.count_instructions {
+            store
+                .set_fuel(u64::MAX)
+                .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        }
 
         let world = self
             .pre
@@ -464,6 +475,12 @@ impl TransformInstance {
     pub fn component(&self) -> &TransformComponent {
         &self.component
     }
+
+    /// The WebAssembly instructions this instance has run so far, when the
+    /// host counts them ([`HostConfig::count_instructions`]).
+    pub fn instructions(&self) -> Option<u64> {
+        self.store.get_fuel().ok().map(|left| u64::MAX - left)
+    }
 }
 
 /// Runs batches through a component, replacing the instance after a
@@ -517,6 +534,12 @@ impl Worker {
     /// The component this worker runs.
     pub fn component(&self) -> &TransformComponent {
         &self.component
+    }
+
+    /// The instructions its current instance has run, when counted (see
+    /// [`TransformInstance::instructions`]).
+    pub fn instructions(&self) -> Option<u64> {
+        self.instance.as_ref()?.instructions()
     }
 }
 
