@@ -58,7 +58,7 @@ fn class_of(size: usize) -> usize {
 /// The block size of class `c`.
 #[inline(always)]
 fn class_size(c: usize) -> usize {
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         16 << (c / 2)
     } else {
         24 << (c / 2)

@@ -117,6 +117,7 @@ pub fn create(parent: &Path, name: &str, sdk: &SdkSource) -> Result<Scaffold, Sc
         ("samples.jsonl", SAMPLES.to_string()),
         ("README.md", fill(README)),
         (".gitignore", "/target\n".to_string()),
+        (".cargo/config.toml", CARGO_CONFIG.to_string()),
     ];
     let written = (|| {
         for (file, text) in &files {
@@ -163,6 +164,12 @@ lto = true
 codegen-units = 1
 panic = "abort"
 strip = true
+"#;
+
+const CARGO_CONFIG: &str = r#"# The component may use WebAssembly's 128-bit SIMD, which sluice runs; the
+# SDK's string escaping is faster with it.
+[target.wasm32-wasip2]
+rustflags = ["-C", "target-feature=+simd128"]
 "#;
 
 const LIB_RS: &str = r#"//! `{name}`: a Sluice transform. Edit `process`; `cargo test` runs it
@@ -275,6 +282,8 @@ mod tests {
         assert!(lib.contains("pub struct MyMapper"));
         let manifest = std::fs::read_to_string(made.dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("sluice-sdk = \"0.1.0\""));
+        let cargo_config = std::fs::read_to_string(made.dir.join(".cargo/config.toml")).unwrap();
+        assert!(cargo_config.contains("+simd128"), "{cargo_config}");
         assert!(matches!(
             create(dir.path(), "my-mapper", &sdk),
             Err(ScaffoldError::Exists(_))

@@ -20,10 +20,11 @@ use std::borrow::Cow;
 /// accepts what serde_json refuses.
 const MAX_DEPTH: u32 = 120;
 
-/// Parses `bytes` as one JSON text, or `None` to let serde_json decide.
-pub(super) fn parse(bytes: &[u8]) -> Option<Node<'_>> {
-    // One UTF-8 check for the whole text: strings are then slices of it.
-    let text = std::str::from_utf8(bytes).ok()?;
+/// Parses `text` as one JSON text, or `None` to let serde_json decide.
+/// The caller checked UTF-8 once for the whole text: strings are slices of
+/// it.
+pub(super) fn parse(text: &str) -> Option<Node<'_>> {
+    let bytes = text.as_bytes();
     let mut p = Parser {
         text,
         bytes,
@@ -122,16 +123,27 @@ impl<'a> Parser<'a> {
                     return None;
                 }
                 let key = self.string()?;
-                self.skip_ws();
-                self.eat(b':')?;
-                self.skip_ws();
+                // Compact text (the usual case) has no whitespace to skip.
+                if self.peek() == Some(b':') {
+                    self.at += 1;
+                } else {
+                    self.skip_ws();
+                    self.eat(b':')?;
+                }
+                if !matches!(self.peek(), Some(b'"' | b'{' | b'[' | b'0'..=b'9')) {
+                    self.skip_ws();
+                }
                 let value = self.value()?;
                 entries.push((key, value));
-                self.skip_ws();
+                if !matches!(self.peek(), Some(b',' | b'}')) {
+                    self.skip_ws();
+                }
                 match self.peek()? {
                     b',' => {
                         self.at += 1;
-                        self.skip_ws();
+                        if self.peek() != Some(b'"') {
+                            self.skip_ws();
+                        }
                     }
                     b'}' => {
                         self.at += 1;
@@ -153,6 +165,7 @@ impl<'a> Parser<'a> {
             o.raw = Some(Raw {
                 text: &self.text[start..self.at],
                 has_empty: self.empties != empties,
+                covers: o.entries.len(),
             });
         }
         Some(Node::Object(o))

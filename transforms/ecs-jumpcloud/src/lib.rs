@@ -81,33 +81,6 @@ impl<'n, 'a> Fields<'n, 'a> {
         }
         f
     }
-
-    /// Rule 13's straight copies, in the pipeline's order: ECS field and
-    /// the raw field under `jumpcloud.event` (`system.id` is `system`'s
-    /// member `id`).
-    fn copies(&self) -> [(&'static str, Option<&'n Node<'a>>); 15] {
-        let member = |parent: Option<&'n Node<'a>>, key: &str| parent?.as_object()?.get(key);
-        [
-            ("host.id", member(self.system, "id")),
-            ("host.hostname", member(self.system, "hostname")),
-            ("source.user.id", member(self.initiated_by, "id")),
-            ("source.user.email", member(self.initiated_by, "email")),
-            ("source.user.name", member(self.initiated_by, "username")),
-            ("user.name", self.username),
-            ("user_agent.device.name", member(self.useragent, "device")),
-            ("user_agent.name", member(self.useragent, "name")),
-            ("user_agent.version", member(self.useragent, "version")),
-            ("user_agent.os.name", member(self.useragent, "os_name")),
-            ("user_agent.os.full", member(self.useragent, "os_full")),
-            (
-                "user_agent.os.version",
-                member(self.useragent, "os_version"),
-            ),
-            ("event.action", self.event_type),
-            ("event.module", self.service),
-            ("process.name", self.process_name),
-        ]
-    }
 }
 
 /// Rule 18: removes the raw fields that were copied, in one pass over the
@@ -159,7 +132,12 @@ impl Transform for EcsJumpcloud {
         // into `record.data` (see `sluice_sdk::dom`), and so does
         // `event.original`, which is the input text itself.
         let data = &record.data;
-        let parsed = Node::parse(data);
+        // One UTF-8 check serves the parse and `event.original`.
+        let text = std::str::from_utf8(data);
+        let parsed = match text {
+            Ok(text) => Node::parse_str(text),
+            Err(_) => Node::parse(data),
+        };
         let service = parsed
             .as_ref()
             .ok()
@@ -170,7 +148,7 @@ impl Transform for EcsJumpcloud {
         route.push_str(service);
         // Valid UTF-8 whenever it parsed as JSON; `from_utf8` is the fast
         // check, the lossy copy only serves broken input.
-        let original = match std::str::from_utf8(data) {
+        let original = match text {
             Ok(text) => Cow::Borrowed(text),
             Err(_) => String::from_utf8_lossy(data),
         };
@@ -186,9 +164,11 @@ impl Transform for EcsJumpcloud {
             },
             Err(e) => self.failure(original, &e),
         };
-        // The output is rarely more than the input twice over (the event,
-        // plus the input again as `event.original`).
-        let mut bytes = Vec::with_capacity(2 * data.len() + 256);
+        // The output holds the event, the input again as `event.original`
+        // (escaped: a fifth of it is quotes, each one written twice) and
+        // the ECS fields: sized so that writing never moves it (a 723-byte
+        // event gives about 2,000 bytes).
+        let mut bytes = Vec::with_capacity(3 * data.len() + 512);
         doc.write_json(&mut bytes);
         out.emit_routed(bytes, route);
         Ok(())
@@ -210,6 +190,10 @@ impl EcsJumpcloud {
             doc.set(path, v).map(|_| ()).map_err(|e| e.to_string())
         };
         set(&mut doc, "ecs.version", ECS_VERSION.into())?;
+        // `event.*` members are gathered here and set as one object at the
+        // end; `event` itself takes its place in the document when its first
+        // member would have created it (see `event_member`).
+        let mut event = Object::new();
         // Every read of the raw event goes through `f`; the event changes
         // (rules 12 and 18) only after the last read.
         let f = Fields::of(ev.as_object().expect("checked above"));
@@ -252,15 +236,21 @@ impl EcsJumpcloud {
 
         // 10.
         if let Some(category) = f.event_type.and_then(Node::as_str).and_then(category) {
-            set(&mut doc, "event.category", vec![category.into()].into())?;
-            set(&mut doc, "event.type", vec!["info".into()].into())?;
+            event_member(
+                &mut doc,
+                &mut event,
+                "category",
+                vec![category.into()].into(),
+            )?;
+            event_member(&mut doc, &mut event, "type", vec!["info".into()].into())?;
         }
 
         // 11.
-        for (to, v) in [("event.id", f.id), ("message", f.message)] {
-            if let Some(v) = v {
-                set(&mut doc, to, v.clone())?;
-            }
+        if let Some(v) = f.id {
+            event_member(&mut doc, &mut event, "id", v.clone())?;
+        }
+        if let Some(v) = f.message {
+            set(&mut doc, "message", v.clone())?;
         }
 
         // 12 (the rename itself waits until the reads are done; no rule
@@ -272,11 +262,68 @@ impl EcsJumpcloud {
             );
         }
 
-        // 13.
-        for (to, v) in f.copies() {
-            if let Some(v) = v {
-                set(&mut doc, to, v.clone())?;
+        // 13: the pipeline's straight copies, in its order (`host.id` from
+        // `system.id`, …). `host`, `source.user` and `user_agent` are new to
+        // the document here, so each is built as one object and set once
+        // instead of a path walk per member; the members' order is the
+        // pipeline's.
+        let gather = |parent: Option<&Node<'a>>, pairs: &[(&'static str, &str)]| {
+            let mut o = Object::new();
+            if let Some(parent) = parent.and_then(Node::as_object) {
+                for &(to, from) in pairs {
+                    if let Some(v) = parent.get(from) {
+                        o.insert(to, v.clone());
+                    }
+                }
             }
+            o
+        };
+        let host = gather(f.system, &[("id", "id"), ("hostname", "hostname")]);
+        let user = gather(
+            f.initiated_by,
+            &[("id", "id"), ("email", "email"), ("name", "username")],
+        );
+        let device = gather(f.useragent, &[("name", "device")]);
+        let mut agent = Object::new();
+        if !device.is_empty() {
+            agent.insert("device", device.into());
+        }
+        if let Some(ua) = f.useragent.and_then(Node::as_object) {
+            for key in ["name", "version"] {
+                if let Some(v) = ua.get(key) {
+                    agent.insert(key, v.clone());
+                }
+            }
+        }
+        let os = gather(
+            f.useragent,
+            &[
+                ("name", "os_name"),
+                ("full", "os_full"),
+                ("version", "os_version"),
+            ],
+        );
+        if !os.is_empty() {
+            agent.insert("os", os.into());
+        }
+        for (to, o) in [("host", host), ("source.user", user)] {
+            if !o.is_empty() {
+                set(&mut doc, to, o.into())?;
+            }
+        }
+        if let Some(v) = f.username {
+            set(&mut doc, "user.name", v.clone())?;
+        }
+        if !agent.is_empty() {
+            set(&mut doc, "user_agent", agent.into())?;
+        }
+        for (key, v) in [("action", f.event_type), ("module", f.service)] {
+            if let Some(v) = v {
+                event_member(&mut doc, &mut event, key, v.clone())?;
+            }
+        }
+        if let Some(v) = f.process_name {
+            set(&mut doc, "process.name", v.clone())?;
         }
 
         // 14.
@@ -288,15 +335,19 @@ impl EcsJumpcloud {
                 _ => {}
             }
         }
-        set(&mut doc, "event.outcome", outcome.into())?;
+        event_member(&mut doc, &mut event, "outcome", outcome.into())?;
+        // Replaces the placeholder, in its place.
+        set(&mut doc, "event", event.into())?;
 
         // 15 (section 3): JumpCloud's own geoip, not a GeoIP database.
         if self.geo_from_event
             && doc.get("client.ip").is_some()
             && let Some(geo) = f.geoip.and_then(Node::as_object)
         {
-            for (to, value) in client_geo(geo) {
-                set(&mut doc, to, value)?;
+            // Built as one object and set once (it is new to `client`).
+            let geo = client_geo(geo);
+            if !geo.is_empty() {
+                set(&mut doc, "client.geo", geo.into())?;
             }
         }
 
@@ -363,6 +414,24 @@ impl EcsJumpcloud {
     }
 }
 
+/// Adds `event.<key>` to the `event` object being gathered. The first
+/// member also puts an empty `event` into `doc`, where setting
+/// `event.<key>` would have created it, so that the keys' order stays the
+/// pipeline's when the gathered object replaces it.
+fn event_member<'a>(
+    doc: &mut Node<'a>,
+    event: &mut Object<'a>,
+    key: &'static str,
+    value: Node<'a>,
+) -> Result<(), String> {
+    if event.is_empty() {
+        doc.set("event", Object::new().into())
+            .map_err(|e| e.to_string())?;
+    }
+    event.insert(key, value);
+    Ok(())
+}
+
 /// Rule 10's table.
 fn category(event_type: &str) -> Option<&'static str> {
     match event_type {
@@ -377,12 +446,12 @@ fn category(event_type: &str) -> Option<&'static str> {
     }
 }
 
-/// `client.geo.*` from JumpCloud's `geoip` object (section 3).
-fn client_geo<'a>(geo: &Object<'a>) -> Vec<(&'static str, Node<'a>)> {
+/// `client.geo` from JumpCloud's `geoip` object (section 3).
+fn client_geo<'a>(geo: &Object<'a>) -> Object<'a> {
     let s = |k: &str| geo.get(k).filter(|v| v.as_str().is_some()).cloned();
-    let mut out = Vec::new();
+    let mut out = Object::new();
     if let Some(v) = s("continent_code") {
-        out.push(("client.geo.continent_code", v));
+        out.insert("continent_code", v);
     }
     if let Some(country) = s("country_code") {
         let region = match (
@@ -392,16 +461,16 @@ fn client_geo<'a>(geo: &Object<'a>) -> Vec<(&'static str, Node<'a>)> {
             (Some(c), Some(r)) => Some(format!("{c}-{r}")),
             _ => None,
         };
-        out.push(("client.geo.country_iso_code", country));
+        out.insert("country_iso_code", country);
         if let Some(r) = region {
-            out.push(("client.geo.region_iso_code", r.into()));
+            out.insert("region_iso_code", r.into());
         }
     }
     if let Some(v) = s("region_name") {
-        out.push(("client.geo.region_name", v));
+        out.insert("region_name", v);
     }
     if let Some(v) = s("timezone") {
-        out.push(("client.geo.timezone", v));
+        out.insert("timezone", v);
     }
     if let (Some(lat), Some(lon)) = (
         geo.get("latitude").and_then(Node::as_f64),
@@ -410,7 +479,7 @@ fn client_geo<'a>(geo: &Object<'a>) -> Vec<(&'static str, Node<'a>)> {
         let mut location = Object::new();
         location.insert("lat", lat.into());
         location.insert("lon", lon.into());
-        out.push(("client.geo.location", location.into()));
+        out.insert("location", location.into());
     }
     out
 }
