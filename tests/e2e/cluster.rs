@@ -752,6 +752,19 @@ async fn until_runs(gw: &Gateway, name: &str, version: u32, since: Instant) -> D
 }
 
 /// The tags of the records `gw` delivered.
+/// `GET /v1/transforms/tagger/versions` on `gw`: the versions it lists.
+async fn tagger_versions(gw: &Gateway) -> serde_json::Value {
+    let (_, listed) = crate::admin::admin(
+        gw,
+        "GET",
+        "/v1/transforms/tagger/versions",
+        b"",
+        Some(crate::admin::TOKEN),
+    )
+    .await;
+    listed
+}
+
 fn tags(dir: &Path) -> Vec<String> {
     crate::gw::delivered(&dir.join("out"))
         .into_iter()
@@ -840,22 +853,8 @@ async fn the_transform_registry_is_shared_through_etcd() {
     );
     push(&a).await;
     // Both list the same registry.
-    let (_, on_a) = admin(
-        &a,
-        "GET",
-        "/v1/transforms/tagger/versions",
-        b"",
-        Some(TOKEN),
-    )
-    .await;
-    let (_, on_b) = admin(
-        &b,
-        "GET",
-        "/v1/transforms/tagger/versions",
-        b"",
-        Some(TOKEN),
-    )
-    .await;
+    let on_a = tagger_versions(&a).await;
+    let on_b = tagger_versions(&b).await;
     assert_eq!(on_a["versions"], on_b["versions"]);
     assert_eq!(
         (on_a["active"].clone(), on_b["active"].clone()),
@@ -887,14 +886,7 @@ async fn the_transform_registry_is_shared_through_etcd() {
     assert_eq!(status, 200, "{reply}");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, on_b) = admin(
-            &b,
-            "GET",
-            "/v1/transforms/tagger/versions",
-            b"",
-            Some(TOKEN),
-        )
-        .await;
+        let on_b = tagger_versions(&b).await;
         let versions: Vec<u64> = on_b["versions"]
             .as_array()
             .unwrap()
