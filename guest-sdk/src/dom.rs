@@ -580,45 +580,107 @@ fn split_last(path: &str) -> Option<(&str, &str)> {
 /// wasmtime runs as a call into the host.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    // Room for the plain case up front; escapes reserve as they go.
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
+    // Room for the quotes, the plain case and one word of slack: a word is
+    // always stored whole, so no copy has a variable length and no store
+    // checks the capacity (a mapping writes ~80 strings of ~7 bytes per
+    // record, where that per-byte bookkeeping was most of the cost).
+    out.reserve(bytes.len() + 2 + 8);
+    put_word(out, u64::from(b'"'), 1);
     let mut i = 0;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let chunk: [u8; 8] = chunk.try_into().expect("eight bytes");
         let word = u64::from_le_bytes(chunk);
         let mask = escape_mask(word);
-        let kept = out.len();
-        out.extend_from_slice(&chunk);
         if mask == 0 {
+            put_word(out, word, 8);
             i += 8;
             continue;
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         if control_mask(word) == 0 {
-            // Only quotes and backslashes: all of the word's escapes at once.
-            out.truncate(kept);
-            simd::expand_quotes(out, word, mask);
+            // Only quotes and backslashes: all of the word's escapes at once
+            // (the loop's reserve left room for two words).
+            let (low, high, escapes) = simd::expand_quotes(word, mask);
+            put_word(out, low, 8);
+            put_word(out, high, escapes);
             i += 8;
+            out.reserve(bytes.len() - i + 2 + 8);
             continue;
         }
         let plain = (mask.trailing_zeros() / 8) as usize;
-        out.truncate(kept + plain);
-        match chunk[plain] {
-            // The usual escapes (JSON text inside a string), inline.
-            b @ (b'"' | b'\\') => out.extend_from_slice(&[b'\\', b]),
-            b => escape_byte(out, b),
-        }
+        put_word(out, word, plain);
+        escape_byte(out, (word >> (8 * plain)) as u8);
         i += plain + 1;
+        out.reserve(bytes.len() - i + 2 + 8);
     }
-    for &b in &bytes[i..] {
-        if ESCAPE[usize::from(b)] == 0 {
-            out.push(b);
-        } else {
-            escape_byte(out, b);
+    // The last 0 to 7 bytes, as one word padded with zeros, which the mask
+    // ignores.
+    let rest = &bytes[i..];
+    let word = short_word(rest);
+    let mask = escape_mask(word) & !(u64::MAX << (8 * rest.len()));
+    if mask == 0 {
+        put_word(out, word, rest.len());
+    } else {
+        for &b in rest {
+            if ESCAPE[usize::from(b)] == 0 {
+                out.push(b);
+            } else {
+                escape_byte(out, b);
+            }
         }
+        out.reserve(1 + 8);
     }
-    out.push(b'"');
+    put_word(out, u64::from(b'"'), 1);
+}
+
+/// `bytes` (at most seven) as a little-endian word, zero above them: at
+/// most three fixed-size loads, where a copy into a buffer would be a
+/// variable-length `memory.copy`.
+#[inline(always)]
+fn short_word(bytes: &[u8]) -> u64 {
+    let n = bytes.len();
+    debug_assert!(n < 8);
+    let mut word = 0u64;
+    let mut at = 0;
+    if n & 4 != 0 {
+        word = u64::from(u32::from_le_bytes(
+            bytes[..4].try_into().expect("four bytes"),
+        ));
+        at = 4;
+    }
+    if n & 2 != 0 {
+        let pair = u16::from_le_bytes(bytes[at..at + 2].try_into().expect("two bytes"));
+        word |= u64::from(pair) << (8 * at);
+        at += 2;
+    }
+    if n & 1 != 0 {
+        word |= u64::from(bytes[at]) << (8 * at);
+    }
+    word
+}
+
+/// Appends the first `n` (at most eight) bytes of `word`, storing all eight
+/// into room the caller reserved: one fixed-size store, no capacity check.
+///
+/// # Panics
+///
+/// When fewer than eight bytes of capacity are left (a caller's bug, never
+/// undefined behaviour).
+#[inline(always)]
+#[allow(unsafe_code, reason = "one unaligned store into reserved capacity")]
+fn put_word(out: &mut Vec<u8>, word: u64, n: usize) {
+    debug_assert!(n <= 8);
+    let len = out.len();
+    let room = &mut out.spare_capacity_mut()[..8];
+    // SAFETY: `room` is eight bytes of the vector's spare capacity (the
+    // slice above checked it), so the unaligned store stays inside the
+    // allocation; `n <= 8` of them become part of the vector, initialised.
+    unsafe {
+        room.as_mut_ptr()
+            .cast::<[u8; 8]>()
+            .write_unaligned(word.to_le_bytes());
+        out.set_len(len + n.min(8));
+    }
 }
 
 /// `ESCAPE[b]`: 0 = copy as is, `u` = `\u00xx`, else the short form's letter.
@@ -685,24 +747,23 @@ fn control_mask(w: u64) -> u64 {
 mod simd {
     use core::arch::wasm32::{u8x16_bitmask, u8x16_swizzle, u64x2, u64x2_extract_lane};
 
-    /// Appends the eight bytes of `word` with a backslash before each byte
-    /// that `mask` (as from `escape_mask`) marks, all of them `"` or `\`:
-    /// one shuffle of the word and eight backslashes, picked by a table
+    /// The eight bytes of `word` with a backslash before each byte that
+    /// `mask` (as from `escape_mask`) marks, all of them `"` or `\`: the
+    /// first eight bytes, the rest and the rest's length. One shuffle of the word and eight backslashes, picked by a table
     /// indexed by the mask, whatever the number of escapes. JSON inside a
     /// string has a quote every four or five bytes, and a loop per escape
     /// was most of `write_str`'s time.
     #[inline(always)]
-    pub(super) fn expand_quotes(out: &mut Vec<u8>, word: u64, mask: u64) {
+    pub(super) fn expand_quotes(word: u64, mask: u64) -> (u64, u64, usize) {
         let marks = usize::from(u8x16_bitmask(u64x2(mask, 0)));
         let source = u64x2(word, u64::from_le_bytes([b'\\'; 8]));
         let picks = u64x2(EXPAND[2 * marks], EXPAND[2 * marks + 1]);
         let v = u8x16_swizzle(source, picks);
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&u64x2_extract_lane::<0>(v).to_le_bytes());
-        bytes[8..].copy_from_slice(&u64x2_extract_lane::<1>(v).to_le_bytes());
-        let kept = out.len();
-        out.extend_from_slice(&bytes);
-        out.truncate(kept + 8 + marks.count_ones() as usize);
+        (
+            u64x2_extract_lane::<0>(v),
+            u64x2_extract_lane::<1>(v),
+            marks.count_ones() as usize,
+        )
     }
 
     /// For each 8-bit mask, the lanes to pick (two little-endian words):
