@@ -99,10 +99,13 @@ mod tests {
         assert!(find("nope").is_none());
     }
 
-    /// The SDK escapes strings differently inside a component (a SIMD path
-    /// for words of quotes and backslashes) than natively, so the escaping
-    /// is checked in WebAssembly too: every escape at every offset of the
-    /// eight-byte words, through the real add-fields component.
+    /// The SDK escapes strings differently inside a component (SIMD paths
+    /// for blocks of sixteen bytes and words of quotes and backslashes)
+    /// than natively, so the escaping is checked in WebAssembly too: every
+    /// escape at every offset of the blocks, through the real ecs-jumpcloud
+    /// component, which writes each string twice: decoded as `message`,
+    /// and inside the input's text as `event.original` (a pass-through
+    /// would copy the parsed text instead, escaping nothing).
     #[test]
     fn strings_are_escaped_inside_the_component_as_serde_json_does() {
         use crate::wasm::{HostConfig, WasmHost, Worker, input_record};
@@ -112,13 +115,13 @@ mod tests {
             ..HostConfig::default()
         })
         .unwrap();
-        let add = find("add-fields").unwrap();
-        let component = host.load(add.name, add.bytes).unwrap();
-        let mut worker = Worker::new(component, vec![("x".into(), "y".into())]).unwrap();
+        let ecs = find("ecs-jumpcloud").unwrap();
+        let component = host.load(ecs.name, ecs.bytes).unwrap();
+        let mut worker = Worker::new(component, Vec::new()).unwrap();
         let mut strings = vec!["\"\\".repeat(13), "\"\"\"\"\"\"\"\"\u{1}\\\\".to_string()];
         let specials = ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é', '😀'];
         for special in specials {
-            for len in 1..=26 {
+            for len in 1..=40 {
                 for at in 0..len {
                     for second in [None, Some(len - 1), Some(at / 2), Some(at + 1)] {
                         strings.push(
@@ -140,20 +143,32 @@ mod tests {
                 }
             }
         }
-        let records: Vec<_> = strings
+        let inputs: Vec<_> = strings
             .iter()
             .map(|s| {
-                let data = serde_json::to_vec(&serde_json::json!({ "s": s })).unwrap();
-                input_record(data, "test", "2026-01-01T00:00:00Z", None)
+                serde_json::to_vec(&serde_json::json!({
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "message": s,
+                }))
+                .unwrap()
             })
             .collect();
+        let records: Vec<_> = inputs
+            .iter()
+            .map(|data| input_record(data.clone(), "test", "2026-01-01T00:00:00Z", None))
+            .collect();
         let results = worker.process(&records).unwrap();
-        for (s, result) in strings.iter().zip(results) {
-            let outputs = result.unwrap();
-            let expected = serde_json::to_vec(&serde_json::json!({ "s": s, "x": "y" })).unwrap();
+        for ((s, input), result) in strings.iter().zip(&inputs).zip(results) {
+            let output = &result.unwrap()[0].data;
+            let doc: serde_json::Value = serde_json::from_slice(output)
+                .unwrap_or_else(|e| panic!("{s:?}: {e}: {}", String::from_utf8_lossy(output)));
+            assert_eq!(doc["message"], serde_json::json!(s), "{s:?}");
+            let original = doc["event"]["original"].as_str().unwrap();
+            assert_eq!(original.as_bytes(), input.as_slice(), "{s:?}");
+            // Escaped byte for byte as serde_json escapes.
             assert_eq!(
-                String::from_utf8_lossy(&outputs[0].data),
-                String::from_utf8_lossy(&expected),
+                String::from_utf8_lossy(output),
+                serde_json::to_string(&doc).unwrap(),
                 "{s:?}"
             );
         }

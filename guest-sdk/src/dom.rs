@@ -30,6 +30,7 @@ use crate::json::PathError;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 use std::borrow::Cow;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -54,9 +55,20 @@ pub enum Node<'a> {
 ///
 /// Lookups are linear, which beats hashing for the dozen or so keys of a
 /// typical event object.
-#[derive(Debug, Clone, Default)]
+///
+/// An object nested in parsed input may be only checked when it is parsed
+/// (valid JSON, canonical, no repeated key), its members built when
+/// something first reads them: a transform that passes most of an event
+/// through never builds the objects it does not look at, and writes them
+/// with one copy each. Checking and then building costs more than building
+/// at once, so the parser builds at once the objects under keys that this
+/// instance has read before (see [`READ_KEYS`]). Reading is through
+/// `&self`, so the members live in a [`OnceCell`]; an `Object` is
+/// therefore not `Sync`, and `Node<'a>` is invariant in `'a`.
+#[derive(Debug, Clone)]
 pub struct Object<'a> {
-    entries: Vec<(Cow<'a, str>, Node<'a>)>,
+    /// The members; unset while they are still only `raw`'s text.
+    entries: OnceCell<Vec<Entry<'a>>>,
     /// The object's text in the parsed input, while it is exactly what
     /// [`Node::write_json`] would write for the first `raw.covers` entries
     /// and nothing has changed them: writing is then one copy, followed by
@@ -65,6 +77,9 @@ pub struct Object<'a> {
     /// member, or hand one out mutably, clears it first.
     raw: Option<Raw<'a>>,
 }
+
+/// One member of an [`Object`].
+type Entry<'a> = (Cow<'a, str>, Node<'a>);
 
 /// The canonical text of a parsed object (see [`Object`]'s `raw`).
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +92,31 @@ struct Raw<'a> {
     /// How many of the object's first entries the text holds; entries after
     /// them were added since parsing, with keys new to the object.
     covers: usize,
+    /// The [`key_slot`] of the key the object was parsed under, for
+    /// [`READ_KEYS`].
+    slot: u8,
+}
+
+thread_local! {
+    /// The [`key_slot`]s of the keys under which an unbuilt object was built
+    /// (read) since the program started: the parser builds objects under these
+    /// keys at once. A mapping reads the same few objects of every event, a
+    /// pass-through reads none; this learns which kind of transform it serves
+    /// after one event, per key. Bits are only ever set, and a wrong bit (two
+    /// keys share a slot) only costs time: what is parsed is the same either
+    /// way. Per thread (a component has one; native tests run in several).
+    static READ_KEYS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// [`READ_KEYS`] now.
+fn read_keys() -> u64 {
+    READ_KEYS.with(Cell::get)
+}
+
+impl Default for Object<'_> {
+    fn default() -> Self {
+        Object::from_entries(Vec::new())
+    }
 }
 
 impl PartialEq for Object<'_> {
@@ -95,9 +135,52 @@ impl<'a> Object<'a> {
         Object::default()
     }
 
+    /// An object of these members (keys unique), without text.
+    fn from_entries(entries: Vec<Entry<'a>>) -> Self {
+        Object {
+            entries: OnceCell::from(entries),
+            raw: None,
+        }
+    }
+
+    /// A parsed object whose members are built on first use from `raw`,
+    /// which the parser checked and found canonical.
+    fn unbuilt(raw: Raw<'a>) -> Self {
+        Object {
+            entries: OnceCell::new(),
+            raw: Some(raw),
+        }
+    }
+
+    /// The members, built from the text on first use.
+    #[inline]
+    fn members(&self) -> &Vec<Entry<'a>> {
+        self.entries.get_or_init(|| self.build())
+    }
+
+    /// The members, mutably, built from the text on first use. Callers
+    /// that change a covered member clear `raw` (see [`Object::touch`]).
+    #[inline]
+    fn members_mut(&mut self) -> &mut Vec<Entry<'a>> {
+        if self.entries.get().is_none() {
+            let built = self.build();
+            self.entries = OnceCell::from(built);
+        }
+        self.entries.get_mut().expect("built above")
+    }
+
+    /// Builds the members of an unbuilt object from its text, and notes
+    /// its key as one that is read.
+    #[cold]
+    fn build(&self) -> Vec<Entry<'a>> {
+        let raw = self.raw.expect("an unbuilt object keeps its text");
+        READ_KEYS.with(|keys| keys.set(keys.get() | 1 << raw.slot));
+        parse::members(raw.text)
+    }
+
     /// The member `key`.
     pub fn get(&self, key: &str) -> Option<&Node<'a>> {
-        self.entries
+        self.members()
             .iter()
             .find(|(k, _)| same(k, key))
             .map(|(_, v)| v)
@@ -107,7 +190,7 @@ impl<'a> Object<'a> {
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
         let i = self.position(key)?;
         self.touch(i);
-        Some(&mut self.entries[i].1)
+        Some(&mut self.members_mut()[i].1)
     }
 
     /// Sets `key`: an existing member keeps its position and its old value
@@ -117,11 +200,11 @@ impl<'a> Object<'a> {
         match self.position(&key) {
             Some(i) => {
                 self.touch(i);
-                Some(std::mem::replace(&mut self.entries[i].1, value))
+                Some(std::mem::replace(&mut self.members_mut()[i].1, value))
             }
             None => {
                 // A new key goes after the covered members: the text stays.
-                self.entries.push((key, value));
+                self.members_mut().push((key, value));
                 None
             }
         }
@@ -130,7 +213,7 @@ impl<'a> Object<'a> {
     /// The index of member `key`.
     #[inline]
     fn position(&self, key: &str) -> Option<usize> {
-        self.entries.iter().position(|(k, _)| same(k, key))
+        self.members().iter().position(|(k, _)| same(k, key))
     }
 
     /// Entry `i` is about to change or be handed out mutably: the text no
@@ -144,32 +227,36 @@ impl<'a> Object<'a> {
 
     /// Removes `key`, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<Node<'a>> {
-        let i = self.entries.iter().position(|(k, _)| same(k, key))?;
+        let i = self.position(key)?;
         self.raw = None;
-        Some(self.entries.remove(i).1)
+        Some(self.members_mut().remove(i).1)
     }
 
     /// Keeps the members for which `keep` answers true, in order; `keep`
     /// may change the values it keeps. One pass: cheaper than a
     /// [`Object::remove`] per key when several go.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut Node<'a>) -> bool) {
+        self.members_mut().retain_mut(|(k, v)| keep(k, v));
         self.raw = None;
-        self.entries.retain_mut(|(k, v)| keep(k, v));
     }
 
     /// The members in document order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Node<'a>)> {
-        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
+        self.members().iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     /// The number of members.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        match (self.entries.get(), self.raw) {
+            (Some(entries), _) => entries.len(),
+            (None, Some(raw)) => raw.covers,
+            (None, None) => unreachable!("an unbuilt object keeps its text"),
+        }
     }
 
     /// True when the object has no members.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// The member `key`, inserting an empty object when it is missing.
@@ -180,49 +267,70 @@ impl<'a> Object<'a> {
                 i
             }
             None => {
-                self.entries
-                    .push((Cow::Borrowed(key), Node::Object(Object::new())));
-                self.entries.len() - 1
+                let entries = self.members_mut();
+                entries.push((Cow::Borrowed(key), Node::Object(Object::new())));
+                entries.len() - 1
             }
         };
-        &mut self.entries[i].1
+        &mut self.members_mut()[i].1
     }
+}
 
-    /// Applies `Value`'s rule for repeated keys: first position, last value.
-    /// True when there were repeats.
-    fn dedupe(&mut self) -> bool {
-        let n = self.entries.len();
-        // Small objects (the common case) are checked without hashing or
-        // allocating. A key can only repeat an earlier key of its length,
-        // so a bitmap of the lengths seen (mod 64) skips nearly every
-        // comparison.
-        if n <= 32 {
-            let mut lengths = 0u64;
-            let repeated = self.entries.iter().enumerate().any(|(i, (key, _))| {
-                let bit = 1u64 << (key.len() % 64);
-                let maybe = lengths & bit != 0;
-                lengths |= bit;
-                maybe && self.entries[..i].iter().any(|(k, _)| same(k, key))
-            });
-            if !repeated {
-                return false;
-            }
+/// Applies `Value`'s rule for repeated keys to `entries`: first position,
+/// last value. True when there were repeats.
+fn dedupe(entries: &mut Vec<Entry<'_>>) -> bool {
+    let n = entries.len();
+    // Small objects (the common case) are checked without hashing or
+    // allocating: only keys whose bit was already set are compared.
+    if n <= 32 {
+        let mut seen = 0u64;
+        let repeated = entries.iter().enumerate().any(|(i, (key, _))| {
+            let bit = key_bit(key.as_bytes());
+            let maybe = seen & bit != 0;
+            seen |= bit;
+            maybe && entries[..i].iter().any(|(k, _)| same(k, key))
+        });
+        if !repeated {
+            return false;
         }
-        let mut at: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(n);
-        let mut kept: Vec<(Cow<'a, str>, Node<'a>)> = Vec::with_capacity(n);
-        for (k, v) in self.entries.drain(..) {
-            match at.get(&k) {
-                Some(&i) => kept[i].1 = v,
-                None => {
-                    at.insert(k.clone(), kept.len());
-                    kept.push((k, v));
-                }
-            }
-        }
-        let repeated = kept.len() != n;
-        self.entries = kept;
-        repeated
     }
+    let mut at: HashMap<Cow<'_, str>, usize> = HashMap::with_capacity(n);
+    let mut kept: Vec<Entry<'_>> = Vec::with_capacity(n);
+    for (k, v) in entries.drain(..) {
+        match at.get(&k) {
+            Some(&i) => kept[i].1 = v,
+            None => {
+                at.insert(k.clone(), kept.len());
+                kept.push((k, v));
+            }
+        }
+    }
+    let repeated = kept.len() != n;
+    *entries = kept;
+    repeated
+}
+
+/// The bit of `key` in a 64-bit filter of an object's keys: equal keys set
+/// the same bit, so keys that all set different bits are all different.
+#[inline(always)]
+fn key_bit(key: &[u8]) -> u64 {
+    1u64 << key_slot(key)
+}
+
+/// A number below 64 for `key`, equal for equal keys. Taken from the
+/// length and the first and last bytes, which tell apart nearly every two
+/// keys of an event (the length alone did not: `id` and `os`, `timestamp`
+/// and `client_ip`).
+#[inline(always)]
+fn key_slot(key: &[u8]) -> u32 {
+    let (first, last) = match key {
+        [] => (0, 0),
+        [first, .., last] => (*first, *last),
+        [only] => (*only, *only),
+    };
+    let mixed = (key.len() as u32 ^ u32::from(first) << 8 ^ u32::from(last) << 16)
+        .wrapping_mul(0x9e37_79b1);
+    mixed >> 26
 }
 
 impl<'a> Node<'a> {
@@ -409,19 +517,22 @@ impl<'a> Node<'a> {
                 if let Some(raw) = o.raw
                     && !raw.has_empty
                 {
-                    // Only the members added since parsing can be empty.
+                    // Only the members added since parsing can be empty
+                    // (an unbuilt object has none).
+                    let Some(entries) = o.entries.get_mut() else {
+                        return false;
+                    };
                     let mut i = raw.covers;
-                    while i < o.entries.len() {
-                        if o.entries[i].1.drop_empty() {
-                            o.entries.remove(i);
+                    while i < entries.len() {
+                        if entries[i].1.drop_empty() {
+                            entries.remove(i);
                         } else {
                             i += 1;
                         }
                     }
-                    return o.is_empty();
+                    return entries.is_empty();
                 }
-                o.raw = None;
-                o.entries.retain_mut(|(_, child)| !child.drop_empty());
+                o.retain(|_, child| !child.drop_empty());
                 o.is_empty()
             }
             Node::Array(items) => {
@@ -459,6 +570,11 @@ impl<'a> Node<'a> {
                 raw: Some(raw),
                 entries,
             }) => {
+                let Some(entries) = entries.get() else {
+                    // Never built: its text, as parsed.
+                    out.extend_from_slice(raw.text.as_bytes());
+                    return;
+                };
                 let added = &entries[raw.covers..];
                 if added.is_empty() {
                     out.extend_from_slice(raw.text.as_bytes());
@@ -479,7 +595,7 @@ impl<'a> Node<'a> {
             }
             Node::Object(o) => {
                 out.push(b'{');
-                for (i, (k, v)) in o.entries.iter().enumerate() {
+                for (i, (k, v)) in o.members().iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
@@ -580,13 +696,43 @@ fn split_last(path: &str) -> Option<(&str, &str)> {
 /// wasmtime runs as a call into the host.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    // Room for the quotes, the plain case and one word of slack: a word is
-    // always stored whole, so no copy has a variable length and no store
-    // checks the capacity (a mapping writes ~80 strings of ~7 bytes per
-    // record, where that per-byte bookkeeping was most of the cost).
-    out.reserve(bytes.len() + 2 + 8);
+    // Room for the quotes, the plain case and two words of slack: a word
+    // is always stored whole, so no copy has a variable length and no
+    // store checks the capacity (a mapping writes ~80 strings of ~7 bytes
+    // per record, where that per-byte bookkeeping was most of the cost).
+    // After every escape the room is made this again for what is left.
+    const SLACK: usize = 2 + 16;
+    out.reserve(bytes.len() + SLACK);
     put_word(out, u64::from(b'"'), 1);
     let mut i = 0;
+    // Sixteen bytes at a time where SIMD is there, escaping quotes and
+    // backslashes (JSON text inside a string) with a shuffle per word;
+    // control characters are left to the word loop below.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    while let Some(block) = bytes.get(i..i + 16) {
+        let block: &[u8; 16] = block.try_into().expect("sixteen bytes");
+        let (special, control) = simd::classify(block);
+        let (low, high) = block.split_at(8);
+        let low = u64::from_le_bytes(low.try_into().expect("eight bytes"));
+        let high = u64::from_le_bytes(high.try_into().expect("eight bytes"));
+        if special == 0 {
+            put_word(out, low, 8);
+            put_word(out, high, 8);
+            i += 16;
+            continue;
+        }
+        if control != 0 {
+            break;
+        }
+        // At most 32 bytes: the room left is at least 16 + SLACK.
+        for (word, marks) in [(low, special & 0xff), (high, special >> 8)] {
+            let (first, rest, escapes) = simd::expand_marked(word, marks as usize);
+            put_word(out, first, 8);
+            put_word(out, rest, escapes);
+        }
+        i += 16;
+        out.reserve(bytes.len() - i + SLACK);
+    }
     while let Some(chunk) = bytes.get(i..i + 8) {
         let chunk: [u8; 8] = chunk.try_into().expect("eight bytes");
         let word = u64::from_le_bytes(chunk);
@@ -600,18 +746,19 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         if control_mask(word) == 0 {
             // Only quotes and backslashes: all of the word's escapes at once
             // (the loop's reserve left room for two words).
-            let (low, high, escapes) = simd::expand_quotes(word, mask);
-            put_word(out, low, 8);
-            put_word(out, high, escapes);
+            let marks = simd::byte_marks(mask);
+            let (first, rest, escapes) = simd::expand_marked(word, marks);
+            put_word(out, first, 8);
+            put_word(out, rest, escapes);
             i += 8;
-            out.reserve(bytes.len() - i + 2 + 8);
+            out.reserve(bytes.len() - i + SLACK);
             continue;
         }
         let plain = (mask.trailing_zeros() / 8) as usize;
         put_word(out, word, plain);
         escape_byte(out, (word >> (8 * plain)) as u8);
         i += plain + 1;
-        out.reserve(bytes.len() - i + 2 + 8);
+        out.reserve(bytes.len() - i + SLACK);
     }
     // The last 0 to 7 bytes, as one word padded with zeros, which the mask
     // ignores.
@@ -745,17 +892,55 @@ fn control_mask(w: u64) -> u64 {
 /// `-C target-feature=+simd128` (as the built-in transforms are).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd {
-    use core::arch::wasm32::{u8x16_bitmask, u8x16_swizzle, u64x2, u64x2_extract_lane};
+    use core::arch::wasm32::{
+        u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, u8x16_swizzle, u64x2, u64x2_extract_lane,
+        v128_or,
+    };
+
+    /// A bit per byte of `block` that JSON must escape in a string (`"`,
+    /// `\` or below 0x20), the first byte lowest: what [`super::escape_mask`]
+    /// says of eight bytes, for sixteen in a few instructions.
+    #[inline(always)]
+    pub(super) fn special_bytes(block: &[u8; 16]) -> u32 {
+        classify(block).0
+    }
+
+    /// [`special_bytes`], and the same bits for the control characters
+    /// alone.
+    #[inline(always)]
+    pub(super) fn classify(block: &[u8; 16]) -> (u32, u32) {
+        let (low, high) = block.split_at(8);
+        let v = u64x2(
+            u64::from_le_bytes(low.try_into().expect("eight bytes")),
+            u64::from_le_bytes(high.try_into().expect("eight bytes")),
+        );
+        let control = u8x16_lt(v, u8x16_splat(0x20));
+        let quote = v128_or(
+            u8x16_eq(v, u8x16_splat(b'"')),
+            u8x16_eq(v, u8x16_splat(b'\\')),
+        );
+        (
+            u32::from(u8x16_bitmask(v128_or(quote, control))),
+            u32::from(u8x16_bitmask(control)),
+        )
+    }
+
+    /// One bit per byte (the first byte lowest) from a mask with the high
+    /// bit of each marked byte set, as [`super::escape_mask`] gives.
+    #[inline(always)]
+    pub(super) fn byte_marks(mask: u64) -> usize {
+        usize::from(u8x16_bitmask(u64x2(mask, 0)))
+    }
 
     /// The eight bytes of `word` with a backslash before each byte that
-    /// `mask` (as from `escape_mask`) marks, all of them `"` or `\`: the
-    /// first eight bytes, the rest and the rest's length. One shuffle of the word and eight backslashes, picked by a table
-    /// indexed by the mask, whatever the number of escapes. JSON inside a
-    /// string has a quote every four or five bytes, and a loop per escape
-    /// was most of `write_str`'s time.
+    /// `marks` (one bit per byte, the first lowest) marks, all of them `"`
+    /// or `\`: the first eight bytes, the rest and the rest's length. One
+    /// shuffle of the word and eight backslashes, picked by a table indexed
+    /// by the marks, whatever the number of escapes. JSON inside a string
+    /// has a quote every four or five bytes, and a loop per escape was most
+    /// of `write_str`'s time.
     #[inline(always)]
-    pub(super) fn expand_quotes(word: u64, mask: u64) -> (u64, u64, usize) {
-        let marks = usize::from(u8x16_bitmask(u64x2(mask, 0)));
+    pub(super) fn expand_marked(word: u64, marks: usize) -> (u64, u64, usize) {
         let source = u64x2(word, u64::from_le_bytes([b'\\'; 8]));
         let picks = u64x2(EXPAND[2 * marks], EXPAND[2 * marks + 1]);
         let v = u8x16_swizzle(source, picks);
@@ -908,15 +1093,12 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let mut o = Object {
-            entries: Vec::with_capacity(map.size_hint().unwrap_or(8).min(4096)),
-            raw: None,
-        };
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8).min(4096));
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            o.entries.push((key, map.next_value()?));
+            entries.push((key, map.next_value()?));
         }
-        o.dedupe();
-        Ok(Node::Object(o))
+        dedupe(&mut entries);
+        Ok(Node::Object(Object::from_entries(entries)))
     }
 }
 
@@ -1062,7 +1244,15 @@ mod tests {
                             out.push(',');
                         }
                         self.ws(out);
-                        let key = self.pick(&["\"a\"", "\"b\"", "\"a\"", "\"k\\u0041\"", "\"\""]);
+                        let key = self.pick(&[
+                            "\"a\"",
+                            "\"b\"",
+                            "\"a\"",
+                            "\"k\\u0041\"",
+                            "\"\"",
+                            "\"q\\\"x\"",
+                            "\"q\\\"x\"",
+                        ]);
                         out.push_str(key);
                         self.ws(out);
                         out.push(':');
@@ -1166,7 +1356,7 @@ mod tests {
     #[test]
     fn the_fast_parser_agrees_with_serde_json_whenever_it_answers() {
         let mut g = Gen(0x5eed);
-        let (mut fast, mut raw) = (0, 0);
+        let (mut fast, mut raw, mut unbuilt) = (0, 0, 0);
         for round in 0..20_000 {
             let mut text = String::new();
             g.value(&mut text, 0);
@@ -1181,12 +1371,23 @@ mod tests {
                 }
             }
             let reference: Result<Node<'_>, _> = serde_json::from_slice(&bytes);
+            // Half the rounds as if no object had been read before (nested
+            // objects unbuilt), half after every kind was.
+            READ_KEYS.with(|keys| keys.set(if round % 2 == 0 { 0 } else { u64::MAX }));
             let Some(node) = std::str::from_utf8(&bytes).ok().and_then(parse::parse) else {
                 continue;
             };
             fast += 1;
             let shown = String::from_utf8_lossy(&bytes);
             let reference = reference.unwrap_or_else(|e| panic!("{shown}: serde_json says {e}"));
+            // Written and dropped before anything reads (builds) its
+            // nested objects, then again after.
+            assert_eq!(node.to_json(), reference.to_json(), "{shown}");
+            unbuilt += count_unbuilt(&node);
+            let mut unread = node.clone();
+            let mut dropped = reference.clone();
+            assert_eq!(unread.drop_empty(), dropped.drop_empty(), "{shown}");
+            assert_eq!(unread.to_json(), dropped.to_json(), "{shown}");
             assert_eq!(node, reference, "{shown}");
             assert_eq!(node.to_json(), reference.to_json(), "{shown}");
             raw += check_raw(&node, &shown);
@@ -1197,7 +1398,63 @@ mod tests {
             assert_eq!(ours.to_json(), dropped.to_json(), "{shown}");
         }
         // The generator must exercise both paths.
-        assert!(fast > 5_000 && raw > 500, "fast {fast}, raw {raw}");
+        assert!(
+            fast > 5_000 && raw > 500 && unbuilt > 50,
+            "fast {fast}, raw {raw}, unbuilt {unbuilt}"
+        );
+    }
+
+    /// How many objects in `node` are not built yet (without building).
+    fn count_unbuilt(node: &Node<'_>) -> usize {
+        match node {
+            Node::Array(items) => items.iter().map(count_unbuilt).sum(),
+            Node::Object(o) => match o.entries.get() {
+                None => 1,
+                Some(entries) => entries.iter().map(|(_, v)| count_unbuilt(v)).sum(),
+            },
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn nested_objects_are_built_only_when_read() {
+        READ_KEYS.with(|keys| keys.set(0));
+        let text = r#"{"a":{"b":{"c":1}},"geo":{"lat":52.3676,"tags":["x",{"y":""}]},"n":null}"#;
+        let mut doc = Node::parse(text.as_bytes()).unwrap();
+        // Written, and emptied of nothing, without building anything.
+        doc.set("added", "x".into()).unwrap();
+        assert_eq!(count_unbuilt(&doc), 2);
+        let written = String::from_utf8(doc.to_json()).unwrap();
+        assert_eq!(
+            written,
+            format!("{},\"added\":\"x\"}}", &text[..text.len() - 1])
+        );
+        assert_eq!(count_unbuilt(&doc), 2);
+        // Reading one member builds that object alone (its own nested
+        // object stays text).
+        assert_eq!(doc.get("a.b").map(Node::type_name), Some("an object"));
+        assert_eq!(count_unbuilt(&doc), 2, "a is built, a.b is not");
+        assert_eq!(doc.get("geo.lat").and_then(Node::as_f64), Some(52.3676));
+        assert_eq!(
+            count_unbuilt(&doc),
+            2,
+            "geo is built, its array's object not"
+        );
+        // `geo` holds an empty string: dropping empties builds and changes it.
+        doc.drop_empty();
+        assert_eq!(
+            String::from_utf8(doc.to_json()).unwrap(),
+            r#"{"a":{"b":{"c":1}},"geo":{"lat":52.3676,"tags":["x"]},"added":"x"}"#
+        );
+        // The next parse builds at once what was read under `a` and `geo`
+        // (the array's object, whose key is the array's, included); `b`
+        // was never read. What is parsed is the same either way.
+        let again = Node::parse(text.as_bytes()).unwrap();
+        assert_eq!(count_unbuilt(&again), 1, "only a.b is unbuilt");
+        assert_eq!(again.get("a.b.c"), Some(&Node::Number(1u64.into())));
+        assert_eq!(again.to_json(), text.as_bytes());
+        READ_KEYS.with(|keys| keys.set(0));
+        assert_eq!(Node::parse(text.as_bytes()).unwrap(), again);
     }
 
     /// Checks that every object holding its text would write exactly that

@@ -397,7 +397,7 @@ impl EcsJumpcloud {
         doc
     }
 
-    fn tags(&self, extra: &[&'static str]) -> Vec<Node<'static>> {
+    fn tags<'a>(&self, extra: &[&'static str]) -> Vec<Node<'a>> {
         let mut tags: Vec<&str> = Vec::new();
         if self.preserve_original_event {
             tags.push("preserve_original_event");
