@@ -173,4 +173,78 @@ mod tests {
             );
         }
     }
+
+    /// Inside a component the SDK checks UTF-8 with SIMD from the first
+    /// non-ASCII block on; valid and broken text at every offset of those
+    /// blocks gives the same documents (and serde_json's error positions)
+    /// as the same transform compiled natively.
+    #[test]
+    fn utf8_is_checked_inside_the_component_as_natively() {
+        use crate::wasm::{HostConfig, WasmHost, Worker, input_record};
+        use sluice_sdk::Transform;
+        let host = WasmHost::new(HostConfig {
+            cache_dir: None,
+            max_instances: 2,
+            ..HostConfig::default()
+        })
+        .unwrap();
+        let ecs = find("ecs-jumpcloud").unwrap();
+        let component = host.load(ecs.name, ecs.bytes).unwrap();
+        let mut worker = Worker::new(component, Vec::new()).unwrap();
+        let mut native =
+            ecs_jumpcloud::EcsJumpcloud::new(sluice_sdk::Config::new(
+                Vec::<(String, String)>::new(),
+            ))
+            .unwrap();
+        let tails: [&[u8]; 6] = [
+            "é".as_bytes(),
+            "😀".as_bytes(),
+            b"\xff",
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\xf0\x9f\x98",
+        ];
+        let mut inputs = Vec::new();
+        for tail in tails {
+            for at in 0..40 {
+                let mut data = br#"{"timestamp":"2026-01-01T00:00:00Z","message":""#.to_vec();
+                data.extend(std::iter::repeat_n(b'a', at));
+                data.extend_from_slice(tail);
+                data.extend_from_slice(br#"x","n":1}"#);
+                inputs.push(data);
+            }
+        }
+        let records: Vec<_> = inputs
+            .iter()
+            .map(|data| input_record(data.clone(), "test", "2026-01-01T00:00:00Z", None))
+            .collect();
+        let results = worker.process(&records).unwrap();
+        let expected = sluice_sdk::process_batch(
+            &mut native,
+            inputs
+                .iter()
+                .map(|data| sluice_sdk::Record {
+                    data: data.clone(),
+                    source: "test".into(),
+                    received_at: "2026-01-01T00:00:00Z".into(),
+                    route: None,
+                    metadata: Vec::new(),
+                })
+                .collect(),
+        );
+        let mut refused = 0;
+        for ((input, ours), theirs) in inputs.iter().zip(results).zip(expected) {
+            let ours = ours.unwrap().remove(0).data;
+            let theirs = theirs.unwrap().remove(0).data;
+            let shown = String::from_utf8_lossy(input);
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs),
+                "{shown}"
+            );
+            refused += usize::from(String::from_utf8_lossy(&ours).contains("pipeline_error"));
+        }
+        // Four broken tails at 40 offsets each; the two good ones map.
+        assert_eq!(refused, 4 * 40);
+    }
 }

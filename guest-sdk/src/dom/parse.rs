@@ -446,7 +446,7 @@ impl<'a> Parser<'a> {
 
     /// From `self.at`, the index of the next `"` or `\`; `None` at a raw
     /// control character (which JSON forbids in strings) or the end.
-    #[inline]
+    #[inline(always)]
     fn scan_plain(&self) -> Option<usize> {
         let mut i = self.at;
         // Sixteen bytes at a time where SIMD is there: a key or a short

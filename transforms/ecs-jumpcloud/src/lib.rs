@@ -133,7 +133,7 @@ impl Transform for EcsJumpcloud {
         // `event.original`, which is the input text itself.
         let data = &record.data;
         // One UTF-8 check serves the parse and `event.original`.
-        let text = std::str::from_utf8(data);
+        let text = sluice_sdk::dom::str_from_utf8(data);
         let parsed = match text {
             Ok(text) => Node::parse_str(text),
             Err(_) => Node::parse(data),
