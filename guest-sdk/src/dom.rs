@@ -135,6 +135,12 @@ impl<'a> Object<'a> {
         Object::default()
     }
 
+    /// An empty object with room for `members` members: a document built
+    /// member by member does not move while it grows.
+    pub fn with_capacity(members: usize) -> Self {
+        Object::from_entries(Vec::with_capacity(members))
+    }
+
     /// An object of these members (keys unique), without text.
     fn from_entries(entries: Vec<Entry<'a>>) -> Self {
         Object {
@@ -175,7 +181,7 @@ impl<'a> Object<'a> {
     fn build(&self) -> Vec<Entry<'a>> {
         let raw = self.raw.expect("an unbuilt object keeps its text");
         READ_KEYS.with(|keys| keys.set(keys.get() | 1 << raw.slot));
-        parse::members(raw.text)
+        parse::members(raw.text, raw.covers)
     }
 
     /// The member `key`.
@@ -583,11 +589,7 @@ impl<'a> Node<'a> {
                     let text = raw.text.as_bytes();
                     out.extend_from_slice(&text[..text.len() - 1]);
                     for (i, (k, v)) in added.iter().enumerate() {
-                        if i > 0 || raw.covers > 0 {
-                            out.push(b',');
-                        }
-                        write_str(out, k);
-                        out.push(b':');
+                        write_key(out, k, i == 0 && raw.covers == 0);
                         v.write_json(out);
                     }
                     out.push(b'}');
@@ -596,11 +598,7 @@ impl<'a> Node<'a> {
             Node::Object(o) => {
                 out.push(b'{');
                 for (i, (k, v)) in o.members().iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, k);
-                    out.push(b':');
+                    write_key(out, k, i == 0);
                     v.write_json(out);
                 }
                 out.push(b'}');
@@ -726,15 +724,60 @@ fn split_last(path: &str) -> Option<(&str, &str)> {
 /// copy happens per escape: in WebAssembly that is a `memory.copy`, which
 /// wasmtime runs as a call into the host.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_quoted(out, Affix::QUOTE, s, Affix::QUOTE);
+}
+
+/// One or two bytes written around a string by [`write_quoted`], as one
+/// store: the opening quote with the comma before an object's member, the
+/// closing quote with the colon after a key.
+#[derive(Clone, Copy)]
+struct Affix {
+    bytes: u64,
+    len: usize,
+}
+
+impl Affix {
+    /// `"`.
+    const QUOTE: Affix = Affix::of(b"\"");
+    /// `,"`: a member after the first.
+    const NEXT_KEY: Affix = Affix::of(b",\"");
+    /// `":`: the end of a key.
+    const KEY_END: Affix = Affix::of(b"\":");
+
+    const fn of(text: &[u8]) -> Affix {
+        let mut bytes = 0u64;
+        let mut i = 0;
+        while i < text.len() {
+            bytes |= (text[i] as u64) << (8 * i);
+            i += 1;
+        }
+        Affix {
+            bytes,
+            len: text.len(),
+        }
+    }
+}
+
+/// Writes an object's key `k`, with the comma before it unless it is the
+/// `first`, and the colon after it.
+#[inline]
+fn write_key(out: &mut Vec<u8>, k: &str, first: bool) {
+    let open = if first { Affix::QUOTE } else { Affix::NEXT_KEY };
+    write_quoted(out, open, k, Affix::KEY_END);
+}
+
+/// [`write_str`] between `open` and `close` (which hold the quotes).
+#[inline(always)]
+fn write_quoted(out: &mut Vec<u8>, open: Affix, s: &str, close: Affix) {
     let bytes = s.as_bytes();
-    // Room for the quotes, the plain case and two words of slack: a word
+    // Room for the affixes, the plain case and two words of slack: a word
     // is always stored whole, so no copy has a variable length and no
     // store checks the capacity (a mapping writes ~80 strings of ~7 bytes
     // per record, where that per-byte bookkeeping was most of the cost).
     // After every escape the room is made this again for what is left.
-    const SLACK: usize = 2 + 16;
+    const SLACK: usize = 4 + 16;
     out.reserve(bytes.len() + SLACK);
-    put_word(out, u64::from(b'"'), 1);
+    put_word(out, open.bytes, open.len);
     let mut i = 0;
     // Sixteen bytes at a time where SIMD is there, escaping quotes and
     // backslashes (JSON text inside a string) with a shuffle per word;
@@ -808,7 +851,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         }
         out.reserve(1 + 8);
     }
-    put_word(out, u64::from(b'"'), 1);
+    put_word(out, close.bytes, close.len);
 }
 
 /// `bytes` (at most seven) as a little-endian word, zero above them: at

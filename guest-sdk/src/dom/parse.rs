@@ -36,10 +36,12 @@ pub(super) fn parse(text: &str) -> Option<Node<'_>> {
     (p.at == text.len()).then_some(node)
 }
 
-/// The members of an unbuilt object, from its text, which [`parse`]
-/// checked: canonical, so neither an error nor a repeated key can occur.
-pub(super) fn members(text: &str) -> Vec<Entry<'_>> {
+/// The `count` members of an unbuilt object, from its text, which
+/// [`parse`] checked: canonical, so neither an error nor a repeated key can
+/// occur.
+pub(super) fn members(text: &str, count: usize) -> Vec<Entry<'_>> {
     let mut p = Parser::new(text);
+    p.members_hint = count;
     match p.object() {
         Some(Node::Object(o)) => o.entries.into_inner().expect("a parsed object is built"),
         _ => unreachable!("an unbuilt object's text was checked when it was parsed"),
@@ -67,6 +69,9 @@ struct Parser<'a> {
     /// The [`key_slot`] of the member whose value is being parsed (of the
     /// array's key for an array's items).
     slot: u32,
+    /// The number of members of the next object, when known (see
+    /// [`members`]); 0 when not.
+    members_hint: usize,
     /// [`super::READ_KEYS`] when the parse began.
     read_keys: u64,
 }
@@ -83,6 +88,7 @@ impl<'a> Parser<'a> {
             keys: Vec::new(),
             build_all: false,
             slot: 0,
+            members_hint: 0,
             read_keys: read_keys(),
         }
     }
@@ -178,8 +184,15 @@ impl<'a> Parser<'a> {
         let (mut seen, mut maybe_repeated) = (0u64, false);
         self.skip_ws();
         if self.eat(b'}').is_none() {
-            // Event objects have a dozen keys or so: fewer regrowths.
-            entries.reserve(8);
+            // The count when a check found it (an unbuilt object being
+            // built); else, for the top level, room for the dozen or so
+            // keys of an event, and less below it: fewer regrowths.
+            let room = match std::mem::take(&mut self.members_hint) {
+                0 if self.depth == 1 => 16,
+                0 => 8,
+                known => known,
+            };
+            entries.reserve(room);
             loop {
                 if self.peek()? != b'"' {
                     return None;

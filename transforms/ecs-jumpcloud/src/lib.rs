@@ -185,7 +185,8 @@ impl EcsJumpcloud {
         if !ev.is_object() {
             return Err("missing json object in input document".into());
         }
-        let mut doc = Node::Object(Object::new());
+        // Room for every top-level field the rules can set.
+        let mut doc = Node::Object(Object::with_capacity(16));
         let set = |doc: &mut Node<'a>, path: &'static str, v: Node<'a>| {
             doc.set(path, v).map(|_| ()).map_err(|e| e.to_string())
         };
@@ -193,7 +194,8 @@ impl EcsJumpcloud {
         // `event.*` members are gathered here and set as one object at the
         // end; `event` itself takes its place in the document when its first
         // member would have created it (see `event_member`).
-        let mut event = Object::new();
+        // Room for category, type, id, action, module, outcome, original.
+        let mut event = Object::with_capacity(7);
         // Every read of the raw event goes through `f`; the event changes
         // (rules 12 and 18) only after the last read.
         let f = Fields::of(ev.as_object().expect("checked above"));
@@ -268,12 +270,13 @@ impl EcsJumpcloud {
         // instead of a path walk per member; the members' order is the
         // pipeline's.
         let gather = |parent: Option<&Node<'a>>, pairs: &[(&'static str, &str)]| {
-            let mut o = Object::new();
-            if let Some(parent) = parent.and_then(Node::as_object) {
-                for &(to, from) in pairs {
-                    if let Some(v) = parent.get(from) {
-                        o.insert(to, v.clone());
-                    }
+            let Some(parent) = parent.and_then(Node::as_object) else {
+                return Object::new();
+            };
+            let mut o = Object::with_capacity(pairs.len());
+            for &(to, from) in pairs {
+                if let Some(v) = parent.get(from) {
+                    o.insert(to, v.clone());
                 }
             }
             o
@@ -284,7 +287,7 @@ impl EcsJumpcloud {
             &[("id", "id"), ("email", "email"), ("name", "username")],
         );
         let device = gather(f.useragent, &[("name", "device")]);
-        let mut agent = Object::new();
+        let mut agent = Object::with_capacity(4);
         if !device.is_empty() {
             agent.insert("device", device.into());
         }
@@ -449,7 +452,7 @@ fn category(event_type: &str) -> Option<&'static str> {
 /// `client.geo` from JumpCloud's `geoip` object (section 3).
 fn client_geo<'a>(geo: &Object<'a>) -> Object<'a> {
     let s = |k: &str| geo.get(k).filter(|v| v.as_str().is_some()).cloned();
-    let mut out = Object::new();
+    let mut out = Object::with_capacity(6);
     if let Some(v) = s("continent_code") {
         out.insert("continent_code", v);
     }
