@@ -62,7 +62,7 @@ struct Parser<'a> {
     empties: u32,
     /// The keys of the objects being checked (see [`Parser::check_object`]),
     /// innermost last, as they are written (escapes and all).
-    keys: Vec<&'a str>,
+    keys: Vec<&'a [u8]>,
     /// Set while an object found not canonical is parsed again: everything
     /// below it is built.
     build_all: bool,
@@ -292,8 +292,8 @@ impl<'a> Parser<'a> {
                 }
                 let from = self.at + 1;
                 self.check_string()?;
-                let key = &self.text[from..self.at - 1];
-                let bit = 1u64 << key_slot(key.as_bytes());
+                let key = &self.bytes[from..self.at - 1];
+                let bit = 1u64 << key_slot(key);
                 if seen & bit != 0 && !repeated {
                     repeated = self.keys[first..].contains(&key);
                 }
