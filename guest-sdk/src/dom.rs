@@ -5,10 +5,13 @@
 //! of the cost of a mapping transform. A [`Node`] borrows strings and keys
 //! from the input bytes wherever they hold no escape sequence (nearly
 //! always), keeps objects as small vectors in document order, and writes
-//! itself straight back to bytes. It parses with serde_json's own parser, so
-//! it accepts and rejects exactly what `Value` does, and it follows `Value`'s
-//! semantics where they differ from a plain vector: a repeated key keeps its
-//! first position and its last value, a number is a [`serde_json::Number`].
+//! itself straight back to bytes. It accepts and rejects exactly what
+//! `Value` does (a direct parser takes the usual input and hands anything it
+//! is not sure of to serde_json's own), and it follows `Value`'s semantics
+//! where they differ from a plain vector: a repeated key keeps its first
+//! position and its last value, a number is a [`serde_json::Number`].
+//! Nested objects are built when first read (see [`Object`]), which changes
+//! no result, only the cost.
 //!
 //! The path helpers ([`Node::get`], [`Node::set`], [`Node::remove`], …) and
 //! [`Node::drop_empty`] behave exactly as their [`crate::json`] namesakes.

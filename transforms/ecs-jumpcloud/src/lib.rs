@@ -95,10 +95,11 @@ fn remove_duplicated(event: &mut Object<'_>) {
             "initiated_by" => &["id", "email", "username"],
             _ => return true,
         };
-        if let Some(o) = value.as_object_mut() {
-            for k in nested {
-                o.remove(k);
-            }
+        if let Some(o) = value.as_object_mut()
+            && nested.iter().any(|k| o.get(k).is_some())
+        {
+            // One pass (a removal shifts the members after it).
+            o.retain(|k, _| !nested.contains(&k));
         }
         true
     });
