@@ -421,6 +421,14 @@ fn deadline_ticks(deadline: Duration) -> u64 {
     u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
+/// The most records passed into a guest in one call. A larger batch goes in
+/// parts of this size, in order and under one deadline, so that what a
+/// call moves (the records in, the outputs out, the guest's buffers for
+/// them) stays in the CPU's caches and the host's allocator does not give
+/// its memory back and fault it in again at every batch: at 1,024 records
+/// per call the same guest code ran ~30% slower per record than at 64.
+const CALL_RECORDS: usize = 64;
+
 /// One configured transform instance, owned by one worker.
 pub struct TransformInstance {
     component: TransformComponent,
@@ -439,7 +447,8 @@ impl std::fmt::Debug for TransformInstance {
 }
 
 impl TransformInstance {
-    /// Processes a batch: one result per record, in order.
+    /// Processes a batch: one result per record, in order (in calls of at
+    /// most [`CALL_RECORDS`] records).
     ///
     /// # Errors
     ///
@@ -448,25 +457,30 @@ impl TransformInstance {
     /// (a trapped store cannot be used again). [`WasmError::BadAnswer`] when
     /// the transform answers with the wrong number of results.
     pub fn process(&mut self, batch: &[InputRecord]) -> Result<Vec<RecordResult>, WasmError> {
+        // One deadline for the whole batch, however many calls it takes.
         set_deadline(&mut self.store, self.component.host.inner.config.deadline);
         // A guest may survive a refused allocation (`try_reserve`); only a
-        // refusal during this call may explain a trap in this call.
+        // refusal during this batch may explain a trap in this batch.
         self.store.data_mut().limiter.hit = false;
-        let results = self
-            .world
-            .sluice_transform_transformer()
-            .transform()
-            .call_process(&mut self.store, self.handle, batch)
-            .map_err(|e| self.component.classify(&self.store, &self.stderr, e))?;
-        if results.len() != batch.len() {
-            return Err(WasmError::BadAnswer {
-                name: self.component.name.to_string(),
-                reason: format!(
-                    "answered {} results for {} records",
-                    results.len(),
-                    batch.len()
-                ),
-            });
+        let mut results = Vec::with_capacity(batch.len());
+        for part in batch.chunks(CALL_RECORDS) {
+            let answers = self
+                .world
+                .sluice_transform_transformer()
+                .transform()
+                .call_process(&mut self.store, self.handle, part)
+                .map_err(|e| self.component.classify(&self.store, &self.stderr, e))?;
+            if answers.len() != part.len() {
+                return Err(WasmError::BadAnswer {
+                    name: self.component.name.to_string(),
+                    reason: format!(
+                        "answered {} results for {} records",
+                        answers.len(),
+                        part.len()
+                    ),
+                });
+            }
+            results.extend(answers);
         }
         Ok(results)
     }
