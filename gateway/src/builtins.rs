@@ -99,6 +99,20 @@ mod tests {
         assert!(find("nope").is_none());
     }
 
+    /// A worker running the built-in ecs-jumpcloud component, as the
+    /// gateway would.
+    fn ecs_worker() -> crate::wasm::Worker {
+        use crate::wasm::{HostConfig, WasmHost, Worker};
+        let host = WasmHost::new(HostConfig {
+            cache_dir: None,
+            max_instances: 2,
+            ..HostConfig::default()
+        })
+        .unwrap();
+        let ecs = find("ecs-jumpcloud").unwrap();
+        Worker::new(host.load(ecs.name, ecs.bytes).unwrap(), Vec::new()).unwrap()
+    }
+
     /// The SDK escapes strings differently inside a component (SIMD paths
     /// for blocks of sixteen bytes and words of quotes and backslashes)
     /// than natively, so the escaping is checked in WebAssembly too: every
@@ -108,16 +122,8 @@ mod tests {
     /// would copy the parsed text instead, escaping nothing).
     #[test]
     fn strings_are_escaped_inside_the_component_as_serde_json_does() {
-        use crate::wasm::{HostConfig, WasmHost, Worker, input_record};
-        let host = WasmHost::new(HostConfig {
-            cache_dir: None,
-            max_instances: 2,
-            ..HostConfig::default()
-        })
-        .unwrap();
-        let ecs = find("ecs-jumpcloud").unwrap();
-        let component = host.load(ecs.name, ecs.bytes).unwrap();
-        let mut worker = Worker::new(component, Vec::new()).unwrap();
+        use crate::wasm::input_record;
+        let mut worker = ecs_worker();
         let mut strings = vec!["\"\\".repeat(13), "\"\"\"\"\"\"\"\"\u{1}\\\\".to_string()];
         let specials = ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é', '😀'];
         for special in specials {
@@ -180,17 +186,9 @@ mod tests {
     /// as the same transform compiled natively.
     #[test]
     fn utf8_is_checked_inside_the_component_as_natively() {
-        use crate::wasm::{HostConfig, WasmHost, Worker, input_record};
+        use crate::wasm::input_record;
         use sluice_sdk::Transform;
-        let host = WasmHost::new(HostConfig {
-            cache_dir: None,
-            max_instances: 2,
-            ..HostConfig::default()
-        })
-        .unwrap();
-        let ecs = find("ecs-jumpcloud").unwrap();
-        let component = host.load(ecs.name, ecs.bytes).unwrap();
-        let mut worker = Worker::new(component, Vec::new()).unwrap();
+        let mut worker = ecs_worker();
         let mut native =
             ecs_jumpcloud::EcsJumpcloud::new(sluice_sdk::Config::new(
                 Vec::<(String, String)>::new(),

@@ -64,8 +64,8 @@ pub enum Node<'a> {
 /// something first reads them: a transform that passes most of an event
 /// through never builds the objects it does not look at, and writes them
 /// with one copy each. Checking and then building costs more than building
-/// at once, so the parser builds at once the objects under keys that this
-/// instance has read before (see [`READ_KEYS`]). Reading is through
+/// at once, so the parser builds at once the objects under keys under
+/// which this instance has read one before. Reading is through
 /// `&self`, so the members live in a [`OnceCell`]; an `Object` is
 /// therefore not `Sync`, and `Node<'a>` is invariant in `'a`.
 #[derive(Debug, Clone)]
@@ -720,12 +720,13 @@ fn split_last(path: &str) -> Option<(&str, &str)> {
 ///
 /// This is the hot loop of a mapping that keeps `event.original` (a whole
 /// event inside a string, where every fourth or fifth byte is a quote), so
-/// it works eight bytes at a time: an exact bit mask says which bytes need
-/// escaping; the plain bytes before the first one are copied with one
-/// fixed-size store (all eight are stored, the surplus is cut off again),
-/// and the scan goes on right after the escaped byte. No variable-length
-/// copy happens per escape: in WebAssembly that is a `memory.copy`, which
-/// wasmtime runs as a call into the host.
+/// it works sixteen bytes at a time with SIMD (blocks of quotes and
+/// backslashes expanded by shuffles), else eight: an exact bit mask says
+/// which bytes need escaping; the plain bytes before the first one are
+/// copied with one fixed-size store (all eight are stored, the surplus is
+/// cut off again), and the scan goes on right after the escaped byte. No
+/// variable-length copy happens: in WebAssembly that is a `memory.copy`,
+/// which wasmtime runs as a call into the host.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     write_quoted(out, Affix::QUOTE, s, Affix::QUOTE);
 }
