@@ -247,13 +247,13 @@ struct RunArgs {
     /// Output encoding.
     #[arg(long, short = 'o', value_enum, default_value_t = Encoding::Jsonl)]
     output: Encoding,
-    /// Records per call into the component.
+    /// Records per batch into the component (passed in calls of at most 64).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch: u32,
     /// The `source` name given to records.
     #[arg(long, default_value = "cli")]
     source: String,
-    /// Deadline per call, in milliseconds.
+    /// Deadline per batch, in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     deadline_ms: u64,
     /// Memory cap per instance, in MiB.

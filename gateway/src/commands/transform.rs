@@ -22,11 +22,11 @@ pub struct RunOptions {
     pub config: Vec<(String, String)>,
     /// Output encoding.
     pub output: Encoding,
-    /// Records per call into the component.
+    /// Records per batch into the component (passed in calls of at most 64).
     pub batch: usize,
     /// The `source` metadata given to each record.
     pub source: String,
-    /// Deadline per call.
+    /// Deadline per batch.
     pub deadline: Duration,
     /// Memory cap per instance, bytes.
     pub memory_cap: usize,

@@ -256,7 +256,7 @@ pub struct PipelineConfig {
     /// The sink for dead letters (default: `sink`). Dead letters carry the
     /// route `dead_letter`.
     pub dead_letter_sink: Option<String>,
-    /// Records per call into a transform.
+    /// Records per batch into the transforms (passed in calls of at most 64).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
 }
@@ -455,7 +455,7 @@ pub enum SyncMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Deadline per call into a transform, in milliseconds.
+    /// Deadline per batch into a transform, in milliseconds.
     #[serde(default = "default_deadline_ms")]
     pub transform_deadline_ms: u64,
     /// Memory cap per transform instance, in MiB.

@@ -27,7 +27,7 @@ impl std::fmt::Display for TrapCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TrapCause::Deadline { limit } => {
-                write!(f, "exceeded its deadline of {limit:?} per call")
+                write!(f, "exceeded its deadline of {limit:?}")
             }
             TrapCause::MemoryCap { limit } => {
                 write!(f, "exceeded its memory cap of {} MiB", limit >> 20)

@@ -12,8 +12,9 @@
 //! wasmtime turns every guest fault into an error value.
 //!
 //! Time limits use epochs, not fuel: a background thread bumps the engine's
-//! epoch every [`EPOCH_TICK`], and each call gets a deadline in ticks. This
-//! costs far less per instruction than fuel, and a deadline is all we need.
+//! epoch every [`EPOCH_TICK`], and `create` and each batch get a deadline in
+//! ticks (a batch's calls share it). This costs far less per instruction
+//! than fuel, and a deadline is all we need.
 
 mod cache;
 mod error;
