@@ -790,9 +790,7 @@ fn write_quoted(out: &mut Vec<u8>, open: Affix, s: &str, close: Affix) {
     while let Some(block) = bytes.get(i..i + 16) {
         let block: &[u8; 16] = block.try_into().expect("sixteen bytes");
         let (special, control) = simd::classify(block);
-        let (low, high) = block.split_at(8);
-        let low = u64::from_le_bytes(low.try_into().expect("eight bytes"));
-        let high = u64::from_le_bytes(high.try_into().expect("eight bytes"));
+        let (low, high) = simd::words(block);
         if special == 0 {
             put_word(out, low, 8);
             put_word(out, high, 8);
@@ -983,15 +981,23 @@ mod simd {
         classify(block).0
     }
 
+    /// `block` as two little-endian words, the first eight bytes first:
+    /// two fixed-size loads.
+    #[inline(always)]
+    pub(super) fn words(block: &[u8; 16]) -> (u64, u64) {
+        let (low, high) = block.split_at(8);
+        (
+            u64::from_le_bytes(low.try_into().expect("eight bytes")),
+            u64::from_le_bytes(high.try_into().expect("eight bytes")),
+        )
+    }
+
     /// [`special_bytes`], and the same bits for the control characters
     /// alone.
     #[inline(always)]
     pub(super) fn classify(block: &[u8; 16]) -> (u32, u32) {
-        let (low, high) = block.split_at(8);
-        let v = u64x2(
-            u64::from_le_bytes(low.try_into().expect("eight bytes")),
-            u64::from_le_bytes(high.try_into().expect("eight bytes")),
-        );
+        let (low, high) = words(block);
+        let v = u64x2(low, high);
         let control = u8x16_lt(v, u8x16_splat(0x20));
         let quote = v128_or(
             u8x16_eq(v, u8x16_splat(b'"')),
@@ -1010,9 +1016,7 @@ mod simd {
     pub(super) fn ascii_prefix(bytes: &[u8]) -> usize {
         let mut i = 0;
         while let Some(block) = bytes.get(i..i + 16) {
-            let (low, high) = block.split_at(8);
-            let low = u64::from_le_bytes(low.try_into().expect("eight bytes"));
-            let high = u64::from_le_bytes(high.try_into().expect("eight bytes"));
+            let (low, high) = words(block.try_into().expect("sixteen bytes"));
             if u8x16_bitmask(u64x2(low, high)) != 0 {
                 break;
             }

@@ -179,9 +179,9 @@ impl<'a> Parser<'a> {
         self.enter()?;
         self.at += 1; // `{`
         let mut entries = Vec::new();
-        // Which keys' bits are set (see `key_bit`); a key whose bit is set
-        // already may repeat one.
-        let (mut seen, mut maybe_repeated) = (0u64, false);
+        // Which keys' bits are set (see `key_bit`); only a key whose bit is
+        // set already is compared with the keys before it.
+        let (mut seen, mut repeated) = (0u64, false);
         self.skip_ws();
         if self.eat(b'}').is_none() {
             // The count when a check found it (an unbuilt object being
@@ -200,8 +200,8 @@ impl<'a> Parser<'a> {
                 let key = self.string()?;
                 self.slot = key_slot(key.as_bytes());
                 let bit = 1u64 << self.slot;
-                if seen & bit != 0 && !maybe_repeated {
-                    maybe_repeated = entries.iter().any(|(k, _)| *k == key);
+                if seen & bit != 0 && !repeated {
+                    repeated = entries.iter().any(|(k, _)| *k == key);
                 }
                 seen |= bit;
                 self.colon()?;
@@ -213,7 +213,7 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
-        if maybe_repeated && dedupe(&mut entries) {
+        if repeated && dedupe(&mut entries) {
             self.noncanonical += 1;
         }
         if entries.is_empty() {
