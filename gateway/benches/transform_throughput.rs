@@ -1,6 +1,8 @@
 //! Throughput of the built-in transform components (add-fields,
 //! ecs-jumpcloud) against the same transforms compiled natively, at batch
-//! sizes 1, 64 and 1024, on JumpCloud-like JSON events of ~720 bytes.
+//! sizes 1, 64 and 1024, on JumpCloud-like JSON events of ~720 bytes; and of
+//! the `passthrough` test guest, which does nothing: its time is what the
+//! contract itself costs per record (in, out, and the SDK between).
 //!
 //! Run: `cargo bench -p sluice --bench transform_throughput`
 //! (`BENCH_RECORDS=N` sets the records per measurement; default 200000.
@@ -80,6 +82,8 @@ fn main() {
     let add = vec![("observer.vendor".to_string(), "sluice".to_string())];
     compare::<add_fields::AddFields>(&host, "add-fields", add, &inputs);
     compare::<ecs_jumpcloud::EcsJumpcloud>(&host, "ecs-jumpcloud", Vec::new(), &inputs);
+    // A transform that does nothing: the contract's own cost per record.
+    compare::<passthrough::Passthrough>(&host, "passthrough", Vec::new(), &inputs);
 }
 
 /// Whether `BENCH_COUNT=1` asks for instruction counts.
@@ -98,14 +102,22 @@ fn compare<T: Transform>(
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only != name) {
         return;
     }
-    let builtin = sluice::builtins::find(name).expect("built in");
-    let component = match std::env::var_os("BENCH_GUEST_DIR") {
-        Some(dir) => {
+    let component = match (
+        sluice::builtins::find(name),
+        std::env::var_os("BENCH_GUEST_DIR"),
+    ) {
+        (_, Some(dir)) => {
             let path = std::path::Path::new(&dir).join(format!("{}.wasm", name.replace('-', "_")));
             let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            host.load(builtin.name, &bytes).expect("load")
+            host.load(name, &bytes).expect("load")
         }
-        None => host.load(builtin.name, builtin.bytes).expect("load"),
+        (Some(builtin), None) => host.load(builtin.name, builtin.bytes).expect("load"),
+        // The one test guest measured here.
+        (None, None) => {
+            assert_eq!(name, "passthrough");
+            let path = std::path::Path::new(sluice_test_artifacts::PASSTHROUGH_COMPONENT);
+            host.load_file(path).expect("load")
+        }
     };
     let mut worker = Worker::new(component, config.clone()).expect("instantiate");
     let mut native =

@@ -1,5 +1,6 @@
-//! Hostile components: each must give a clear error within its limits,
-//! fail only what it should, and never crash the host.
+//! Test components. The hostile ones must each give a clear error within
+//! their limits, fail only what they should, and never crash the host;
+//! the others check what the contract carries.
 
 use crate::support::transform_run;
 use sluice_test_artifacts::{HOSTILE_COMPONENT, WRONG_WORLD_COMPONENT};
@@ -255,5 +256,46 @@ mod tagger_b {
             "{\"x\":1}\n",
         );
         assert_eq!(run.stdout, "{\"x\":1,\"tag\":\"b\"}\n", "{}", run.stderr);
+    }
+}
+
+/// The guest that does nothing: what goes in comes out, byte for byte and
+/// in order, however a batch is split into calls.
+mod passthrough {
+    use std::fmt::Write as _;
+
+    #[test]
+    fn records_cross_the_contract_unchanged_and_in_order() {
+        // Lines that are not JSON, non-ASCII text, quotes and backslashes,
+        // and one long line; 300 of them, so that a batch of 150 goes in
+        // calls of 64, 64 and 22 and the order across calls is checked.
+        let mut input = String::new();
+        for i in 0..300 {
+            match i % 5 {
+                0 => writeln!(input, "{{\"i\":{i}}}"),
+                1 => writeln!(input, "not json {i} \"quoted\" \\ back"),
+                2 => writeln!(input, "ünïcödé ✓ {i} 🦀"),
+                3 => writeln!(input, "{i}{}", "x".repeat(100_000)),
+                _ => writeln!(input, "[{i}, null]"),
+            }
+            .unwrap();
+        }
+        for batch in ["1", "64", "150"] {
+            let run = crate::support::transform_run(
+                &[
+                    sluice_test_artifacts::PASSTHROUGH_COMPONENT,
+                    "--batch",
+                    batch,
+                ],
+                &input,
+            );
+            assert_eq!(run.code, 0, "batch {batch}: {}", run.stderr);
+            assert!(
+                run.stdout == input,
+                "batch {batch}: {} bytes out for {} in",
+                run.stdout.len(),
+                input.len()
+            );
+        }
     }
 }
