@@ -200,7 +200,7 @@ pub fn split(
         }
     }
     let mut records = Vec::new();
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+    for (i, line) in lines(body).enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -229,6 +229,27 @@ pub fn split(
     Ok(records)
 }
 
+/// The lines of `body`, as `body.split(|&b| b == b'\n')` gives them (a
+/// trailing newline ends with an empty line), found with `memchr`, many
+/// bytes at a time: the closure looked at every byte, which was 9% of the
+/// gateway's time under push load without a transform.
+fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(body);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match memchr::memchr(b'\n', text) {
+            Some(end) => {
+                rest = Some(&text[end + 1..]);
+                Some(&text[..end])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
+}
+
 fn malformed(e: serde_json::Error) -> BodyError {
     BodyError::Malformed {
         line: e.line(),
@@ -250,6 +271,30 @@ fn strip_position(e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_those_of_split() {
+        let long = format!("{}\n{}", "a".repeat(100), "b".repeat(70));
+        for body in [
+            "",
+            "\n",
+            "\n\n",
+            "x",
+            "x\n",
+            "\nx",
+            "x\ny",
+            "x\r\ny\n\n",
+            "{}\n{}",
+            &long,
+        ] {
+            let body = body.as_bytes();
+            assert_eq!(
+                lines(body).collect::<Vec<_>>(),
+                body.split(|&b| b == b'\n').collect::<Vec<_>>(),
+                "{body:?}"
+            );
+        }
+    }
 
     fn texts(r: Vec<Vec<u8>>) -> Vec<String> {
         r.into_iter()
