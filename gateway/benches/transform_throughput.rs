@@ -106,14 +106,15 @@ fn compare<T: Transform>(
         sluice::builtins::find(name),
         std::env::var_os("BENCH_GUEST_DIR"),
     ) {
-        (_, Some(dir)) => {
+        (Some(builtin), Some(dir)) => {
             let path = std::path::Path::new(&dir).join(format!("{}.wasm", name.replace('-', "_")));
             let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            host.load(name, &bytes).expect("load")
+            host.load(builtin.name, &bytes).expect("load")
         }
         (Some(builtin), None) => host.load(builtin.name, builtin.bytes).expect("load"),
-        // The one test guest measured here.
-        (None, None) => {
+        // The one test guest measured here. BENCH_GUEST_DIR replaces
+        // built-ins only, so this is always this build's.
+        (None, _) => {
             assert_eq!(name, "passthrough");
             let path = std::path::Path::new(sluice_test_artifacts::PASSTHROUGH_COMPONENT);
             host.load_file(path).expect("load")
