@@ -51,6 +51,7 @@ pub mod log;
 pub mod testing;
 pub mod time;
 
+mod batch;
 mod config;
 mod record;
 
@@ -104,13 +105,17 @@ pub trait Transform: Sized + 'static {
 pub fn process_batch<T: Transform>(transform: &mut T, batch: Vec<Record>) -> Vec<RecordResult> {
     batch
         .into_iter()
-        .map(|record| {
-            let mut out = Emit::default();
-            transform
-                .process(record, &mut out)
-                .map(|()| out.into_outputs())
-        })
+        .map(|record| process_record(transform, record))
         .collect()
+}
+
+/// One record's part of [`process_batch`], which the component's batch
+/// loop calls too.
+fn process_record<T: Transform>(transform: &mut T, record: Record) -> RecordResult {
+    let mut out = Emit::default();
+    transform
+        .process(record, &mut out)
+        .map(|()| out.into_outputs())
 }
 
 /// The generated WIT bindings. Not part of the public API: they change with
@@ -158,16 +163,8 @@ pub mod __private {
             }
         }
 
-        fn process(&self, batch: Vec<wit_types::InputRecord>) -> Vec<wit_types::RecordResult> {
-            let records = batch.into_iter().map(crate::Record::from_wit).collect();
-            let mut transform = self.0.borrow_mut();
-            crate::process_batch(&mut *transform, records)
-                .into_iter()
-                .map(|r| match r {
-                    Ok(outputs) => Ok(outputs.into_iter().map(crate::Output::into_wit).collect()),
-                    Err(e) => Err(e.into_wit()),
-                })
-                .collect()
+        fn process(&self, batch: wit_types::InputBatch) -> wit_types::OutputBatch {
+            crate::batch::run(&mut *self.0.borrow_mut(), batch)
         }
     }
 }
@@ -190,7 +187,7 @@ macro_rules! export {
         }
 
         // Only a wasm build exports the canonical-ABI symbols: their names
-        // (`sluice:transform/transformer@0.1.0#…`) are not valid symbols in
+        // (`sluice:transform/transformer@0.2.0#…`) are not valid symbols in
         // a native shared library, and natively the rlib is what tests use.
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_transform_world!(

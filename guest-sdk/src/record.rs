@@ -79,16 +79,6 @@ impl Record {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-
-    pub(crate) fn from_wit(r: wit::InputRecord) -> Self {
-        Record {
-            data: r.data,
-            source: r.source,
-            received_at: r.received_at,
-            route: r.route,
-            metadata: r.metadata,
-        }
-    }
 }
 
 fn not_json(e: serde_json::Error) -> RecordError {
@@ -114,14 +104,6 @@ impl Output {
     /// The data as UTF-8 text (lossy), for tests and logs.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.data).into_owned()
-    }
-
-    pub(crate) fn into_wit(self) -> wit::OutputRecord {
-        wit::OutputRecord {
-            data: self.data,
-            route: self.route,
-            metadata: self.metadata,
-        }
     }
 }
 

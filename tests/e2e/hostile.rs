@@ -221,7 +221,7 @@ fn wrong_world() {
     let run = transform_run(&[WRONG_WORLD_COMPONENT], "x\n");
     run.expect_failure(
         2,
-        "transform `wrong_world`: does not implement `sluice:transform/transformer@0.1.0`",
+        "transform `wrong_world`: does not implement `sluice:transform/transformer@0.2.0` (nor the older `@0.1.0`, which Sluice still runs)",
     );
 }
 
@@ -297,5 +297,63 @@ mod passthrough {
                 input.len()
             );
         }
+    }
+}
+
+mod probe {
+    use crate::support::transform_run;
+    use sluice_test_artifacts::PROBE_COMPONENT;
+
+    /// A component built against the first contract,
+    /// `sluice:transform@0.1.0`, by the SDK before 0.2.0: the probe guest as
+    /// it was then (see `tests/fixtures/components/README.md`).
+    const PROBE_0_1: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/components/probe-0.1.0.wasm"
+    );
+
+    /// The output lines with the receive time (the clock of each run)
+    /// taken out.
+    fn without_clock(stdout: &str) -> Vec<String> {
+        stdout
+            .lines()
+            .map(|l| match (l.find(" received_at=\""), l.find(" route=")) {
+                (Some(a), Some(b)) => format!("{}{}", &l[..a], &l[b..]),
+                _ => l.to_string(),
+            })
+            .collect()
+    }
+
+    /// The real binary runs a 0.1.0 component unchanged, and it answers
+    /// exactly as the same guest built against 0.2.0: outputs, order,
+    /// errors, across calls (batch 2 over 6 records).
+    #[test]
+    fn a_component_of_the_first_contract_still_runs_and_answers_alike() {
+        let input = "hello\nfail\nnone\nmany 3\n{\"a\":\"ü \\\" \\\\\"}\nlast\n";
+        let args = ["--batch", "2", "--source", "probe-src"];
+        let new = transform_run(&[&[PROBE_COMPONENT][..], &args].concat(), input);
+        let old = transform_run(&[&[PROBE_0_1][..], &args].concat(), input);
+        for run in [&new, &old] {
+            assert_eq!(run.code, 1, "a failed record exits 1: {}", run.stderr);
+        }
+        assert_eq!(without_clock(&new.stdout), without_clock(&old.stdout));
+        assert_eq!(new.stderr, old.stderr);
+        assert_eq!(
+            without_clock(&new.stdout),
+            [
+                r#"data="hello" source="probe-src" route=None metadata=[]"#,
+                "0 of 3",
+                "1 of 3",
+                "2 of 3",
+                r#"data="{\"a\":\"ü \\\" \\\\\"}" source="probe-src" route=None metadata=[]"#,
+                r#"data="last" source="probe-src" route=None metadata=[]"#,
+            ]
+        );
+        assert!(
+            new.stderr
+                .contains(r#"{"line":2,"error":{"kind":"unsupported","message":"asked to fail"}}"#),
+            "{}",
+            new.stderr
+        );
     }
 }

@@ -17,9 +17,11 @@
 //! than fuel, and a deadline is all we need.
 
 mod cache;
+mod contract;
 mod error;
 mod stderr;
 
+pub use contract::{ErrorKind, InputRecord, OutputRecord, RecordError, RecordResult};
 pub use error::{TrapCause, WasmError};
 
 use std::path::{Path, PathBuf};
@@ -35,21 +37,8 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxView, WasiView,
 };
 
-pub use bindings::sluice::transform::types::{ErrorKind, InputRecord, OutputRecord, RecordError};
-
-/// Host-side bindings generated from `guest-sdk/wit/transform.wit`.
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../guest-sdk/wit",
-        world: "transform-world",
-    });
-}
-
 /// How often the epoch advances. Deadlines are rounded up to this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// The answer for one record: outputs, or the transform's error.
-pub type RecordResult = Result<Vec<OutputRecord>, RecordError>;
 
 /// Settings for the host. One per process.
 #[derive(Debug, Clone)]
@@ -143,7 +132,14 @@ impl WasmHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
-        bindings::sluice::transform::log::add_to_linker::<
+        // Both contract versions' `log`, so that either kind of component
+        // links (see `contract`).
+        contract::v0_2::sluice::transform::log::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |s| s)
+        .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        contract::v0_1::sluice::transform::log::add_to_linker::<
             HostState,
             wasmtime::component::HasSelf<HostState>,
         >(&mut linker, |s| s)
@@ -206,9 +202,9 @@ impl WasmHost {
                     name: name.to_string(),
                     reason: format!("{e:#}"),
                 })?;
-        let pre = bindings::TransformWorldPre::new(pre).map_err(|e| WasmError::WrongWorld {
+        let pre = contract::Pre::new(pre).map_err(|reason| WasmError::WrongWorld {
             name: name.to_string(),
-            reason: format!("{e:#}"),
+            reason,
         })?;
         Ok(TransformComponent {
             name,
@@ -262,7 +258,7 @@ fn check_header(name: &str, bytes: &[u8]) -> Result<(), WasmError> {
 pub struct TransformComponent {
     name: Arc<str>,
     sha256: String,
-    pre: bindings::TransformWorldPre<HostState>,
+    pre: contract::Pre,
     host: WasmHost,
 }
 
@@ -330,9 +326,7 @@ impl TransformComponent {
             .instantiate(&mut store)
             .map_err(|e| self.classify(&store, &stderr, e))?;
         let created = world
-            .sluice_transform_transformer()
-            .transform()
-            .call_create(&mut store, &config.to_vec())
+            .create(&mut store, config)
             .map_err(|e| self.classify(&store, &stderr, e))?;
         let handle = created.map_err(|e| WasmError::Config {
             name: self.name.to_string(),
@@ -434,7 +428,7 @@ const CALL_RECORDS: usize = 64;
 pub struct TransformInstance {
     component: TransformComponent,
     store: Store<HostState>,
-    world: bindings::TransformWorld,
+    world: contract::Bound,
     handle: ResourceAny,
     stderr: StderrTail,
 }
@@ -467,20 +461,12 @@ impl TransformInstance {
         for part in batch.chunks(CALL_RECORDS) {
             let answers = self
                 .world
-                .sluice_transform_transformer()
-                .transform()
-                .call_process(&mut self.store, self.handle, part)
-                .map_err(|e| self.component.classify(&self.store, &self.stderr, e))?;
-            if answers.len() != part.len() {
-                return Err(WasmError::BadAnswer {
+                .process(&mut self.store, self.handle, part)
+                .map_err(|e| self.component.classify(&self.store, &self.stderr, e))?
+                .map_err(|reason| WasmError::BadAnswer {
                     name: self.component.name.to_string(),
-                    reason: format!(
-                        "answered {} results for {} records",
-                        answers.len(),
-                        part.len()
-                    ),
-                });
-            }
+                    reason,
+                })?;
             results.extend(answers);
         }
         Ok(results)
@@ -575,9 +561,9 @@ impl WasiView for HostState {
     }
 }
 
-impl bindings::sluice::transform::log::Host for HostState {
-    fn log(&mut self, level: bindings::sluice::transform::log::Level, message: String) {
-        use bindings::sluice::transform::log::Level;
+impl HostState {
+    /// The guest's `log` call, in either contract version.
+    fn log(&self, level: tracing::Level, message: String) {
         const MAX: usize = 4096;
         let mut message = message;
         if message.len() > MAX {
@@ -590,16 +576,55 @@ impl bindings::sluice::transform::log::Host for HostState {
         }
         let transform = &*self.transform;
         match level {
-            Level::Trace => tracing::trace!(target: "sluice::transform", transform, "{message}"),
-            Level::Debug => tracing::debug!(target: "sluice::transform", transform, "{message}"),
-            Level::Info => tracing::info!(target: "sluice::transform", transform, "{message}"),
-            Level::Warn => tracing::warn!(target: "sluice::transform", transform, "{message}"),
-            Level::Error => tracing::error!(target: "sluice::transform", transform, "{message}"),
+            tracing::Level::TRACE => {
+                tracing::trace!(target: "sluice::transform", transform, "{message}");
+            }
+            tracing::Level::DEBUG => {
+                tracing::debug!(target: "sluice::transform", transform, "{message}");
+            }
+            tracing::Level::INFO => {
+                tracing::info!(target: "sluice::transform", transform, "{message}");
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(target: "sluice::transform", transform, "{message}");
+            }
+            tracing::Level::ERROR => {
+                tracing::error!(target: "sluice::transform", transform, "{message}");
+            }
         }
     }
 }
 
-impl bindings::sluice::transform::types::Host for HostState {}
+impl contract::v0_2::sluice::transform::log::Host for HostState {
+    fn log(&mut self, level: contract::v0_2::sluice::transform::log::Level, message: String) {
+        use contract::v0_2::sluice::transform::log::Level;
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        HostState::log(self, level, message);
+    }
+}
+
+impl contract::v0_1::sluice::transform::log::Host for HostState {
+    fn log(&mut self, level: contract::v0_1::sluice::transform::log::Level, message: String) {
+        use contract::v0_1::sluice::transform::log::Level;
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        HostState::log(self, level, message);
+    }
+}
+
+impl contract::v0_2::sluice::transform::types::Host for HostState {}
+impl contract::v0_1::sluice::transform::types::Host for HostState {}
 
 /// Caps linear memory per store and remembers whether the cap was hit, so a
 /// resulting trap (the guest's allocator aborts) is reported as such.

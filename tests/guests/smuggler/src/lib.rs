@@ -10,7 +10,7 @@ wit_bindgen::generate!({
 });
 
 use exports::sluice::transform::transformer::{Guest, GuestTransform};
-use sluice::transform::types::{Config, ConfigError, InputRecord, OutputRecord, RecordResult};
+use sluice::transform::types::{Config, ConfigError, InputBatch, OutputBatch, OutputRecord};
 
 struct Smuggler;
 
@@ -29,18 +29,28 @@ impl GuestTransform for Dialer {
         ))
     }
 
-    fn process(&self, batch: Vec<InputRecord>) -> Vec<RecordResult> {
-        batch
-            .into_iter()
-            .map(|r| {
-                let answer = test::smuggler::dial::dial(&String::from_utf8_lossy(&r.data));
-                Ok(vec![OutputRecord {
-                    data: answer.into_bytes(),
-                    route: None,
-                    metadata: Vec::new(),
-                }])
-            })
-            .collect()
+    fn process(&self, batch: InputBatch) -> OutputBatch {
+        // One output per record: what the dial answered for its bytes.
+        let mut answer = OutputBatch {
+            data: Vec::new(),
+            outputs: Vec::new(),
+            strings: Vec::new(),
+            metadata: Vec::new(),
+            results: Vec::new(),
+        };
+        let mut start = 0;
+        for r in &batch.records {
+            let bytes = &batch.data[start as usize..r.end as usize];
+            start = r.end;
+            let reply = test::smuggler::dial::dial(&String::from_utf8_lossy(bytes));
+            answer.data.extend_from_slice(reply.as_bytes());
+            answer.outputs.push(OutputRecord {
+                end: answer.data.len() as u32,
+                route: None,
+            });
+            answer.results.push(Ok(1));
+        }
+        answer
     }
 }
 
