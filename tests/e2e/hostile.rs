@@ -356,4 +356,22 @@ mod probe {
             new.stderr
         );
     }
+
+    /// A guest's `log` call reaches the gateway's log, tagged with the
+    /// transform's name, in both contract versions (each has its own `log`
+    /// import).
+    #[test]
+    fn both_contract_versions_log_through_the_host() {
+        for (path, name) in [(PROBE_COMPONENT, "probe"), (PROBE_0_1, "probe-0.1.0")] {
+            let run = transform_run(&[path], "log a line from the guest\n");
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            let line = run
+                .stderr
+                .lines()
+                .find(|l| l.contains("a line from the guest"))
+                .unwrap_or_else(|| panic!("{name}: no log line in {:?}", run.stderr));
+            assert!(line.contains("WARN"), "{line}");
+            assert!(line.contains(name), "{line}");
+        }
+    }
 }

@@ -595,36 +595,33 @@ impl HostState {
     }
 }
 
-impl contract::v0_2::sluice::transform::log::Host for HostState {
-    fn log(&mut self, level: contract::v0_2::sluice::transform::log::Level, message: String) {
-        use contract::v0_2::sluice::transform::log::Level;
-        let level = match level {
-            Level::Trace => tracing::Level::TRACE,
-            Level::Debug => tracing::Level::DEBUG,
-            Level::Info => tracing::Level::INFO,
-            Level::Warn => tracing::Level::WARN,
-            Level::Error => tracing::Level::ERROR,
-        };
-        HostState::log(self, level, message);
-    }
+/// The `log` import of each contract version: one function behind two
+/// generated traits.
+macro_rules! log_host {
+    ($($version:ident),*) => {$(
+        impl contract::$version::sluice::transform::log::Host for HostState {
+            fn log(
+                &mut self,
+                level: contract::$version::sluice::transform::log::Level,
+                message: String,
+            ) {
+                use contract::$version::sluice::transform::log::Level;
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                HostState::log(self, level, message);
+            }
+        }
+
+        impl contract::$version::sluice::transform::types::Host for HostState {}
+    )*};
 }
 
-impl contract::v0_1::sluice::transform::log::Host for HostState {
-    fn log(&mut self, level: contract::v0_1::sluice::transform::log::Level, message: String) {
-        use contract::v0_1::sluice::transform::log::Level;
-        let level = match level {
-            Level::Trace => tracing::Level::TRACE,
-            Level::Debug => tracing::Level::DEBUG,
-            Level::Info => tracing::Level::INFO,
-            Level::Warn => tracing::Level::WARN,
-            Level::Error => tracing::Level::ERROR,
-        };
-        HostState::log(self, level, message);
-    }
-}
-
-impl contract::v0_2::sluice::transform::types::Host for HostState {}
-impl contract::v0_1::sluice::transform::types::Host for HostState {}
+log_host!(v0_2, v0_1);
 
 /// Caps linear memory per store and remembers whether the cap was hit, so a
 /// resulting trap (the guest's allocator aborts) is reported as such.

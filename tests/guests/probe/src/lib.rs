@@ -7,6 +7,7 @@
 //! The record's bytes are a command:
 //! - `fail` answers an `unsupported` error;
 //! - `none` emits nothing;
+//! - `log TEXT` logs TEXT at warn level through the host and emits nothing;
 //! - `many N` emits N outputs, numbered, each routed `probe.K`;
 //! - anything else emits one output: a line listing every field of the
 //!   input (bytes, source, received-at, route, metadata), keeping the route,
@@ -27,6 +28,9 @@ impl Transform for Probe {
         match record.data.as_slice() {
             b"fail" => return Err(RecordError::unsupported("asked to fail")),
             b"none" => {}
+            d if d.starts_with(b"log ") => {
+                sluice_sdk::log::warn(&String::from_utf8_lossy(&d[4..]));
+            }
             d if d.starts_with(b"many ") => {
                 let n: usize = std::str::from_utf8(&d[5..])
                     .ok()
