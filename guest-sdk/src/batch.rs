@@ -8,7 +8,8 @@
 //! [`Emit`](crate::Emit) as before.
 
 use crate::bindings::sluice::transform::types as wit;
-use crate::{Output, Record, Transform};
+use crate::record::Emitted;
+use crate::{Emit, Record, Transform};
 
 /// Runs `transform` on every record of `batch`, in order, with the
 /// semantics of [`crate::process_batch`]: one result per record, and a
@@ -19,7 +20,11 @@ use crate::{Output, Record, Transform};
 /// When the batch breaks the contract (an offset or a string index out of
 /// range), which only a host bug can cause: the call traps and the host
 /// reports it, rather than running on the wrong bytes.
-pub(crate) fn run<T: Transform>(transform: &mut T, batch: wit::InputBatch) -> wit::OutputBatch {
+pub(crate) fn run<T: Transform>(
+    transform: &mut T,
+    batch: wit::InputBatch,
+    answer_bytes: usize,
+) -> wit::OutputBatch {
     let wit::InputBatch {
         data,
         records,
@@ -32,7 +37,14 @@ pub(crate) fn run<T: Transform>(transform: &mut T, batch: wit::InputBatch) -> wi
             .unwrap_or_else(|| panic!("sluice host bug: string index {i} out of range"))
             .clone()
     };
-    let mut answer = Answer::with_capacity(records.len(), data.len());
+    let mut answer = Answer::with_capacity(records.len());
+    // One `Emit` for the whole call, writing into the answer's data: a
+    // record's outputs land where they are returned from, and an error
+    // cuts them off again.
+    let mut out = Emit {
+        data: Vec::with_capacity(answer_bytes),
+        ..Emit::default()
+    };
     let mut entries = metadata.iter().peekable();
     let mut start = 0usize;
     for (i, r) in records.iter().enumerate() {
@@ -52,18 +64,51 @@ pub(crate) fn run<T: Transform>(transform: &mut T, batch: wit::InputBatch) -> wi
             metadata: meta,
         };
         start = end;
-        match crate::process_record(transform, record) {
-            Ok(outputs) => {
-                let n = outputs.len();
-                for o in outputs {
-                    answer.push(o);
+        out.base = out.data.len();
+        match transform.process(record, &mut out) {
+            Ok(()) => {
+                answer.batch.results.push(Ok(count(out.outputs.len())));
+                for emitted in out.outputs.drain(..) {
+                    answer.push(emitted);
                 }
-                answer.batch.results.push(Ok(count(n)));
             }
-            Err(e) => answer.batch.results.push(Err(e.into_wit())),
+            Err(e) => {
+                out.data.truncate(out.base);
+                out.outputs.clear();
+                answer.batch.results.push(Err(e.into_wit()));
+            }
         }
     }
+    answer.batch.data = out.data;
     answer.batch
+}
+
+/// Sizes a call's answer from the last call's: output bytes per input byte
+/// stay about the same for one transform, so the answer is allocated once at
+/// about its final size instead of growing (and being copied) as it fills.
+#[derive(Debug, Default)]
+pub(crate) struct Sizing {
+    /// The last call's input and answer bytes.
+    last: std::cell::Cell<(usize, usize)>,
+}
+
+impl Sizing {
+    /// The capacity to give an answer to `input` bytes.
+    pub(crate) fn hint(&self, input: usize) -> usize {
+        let (seen_in, seen_out) = self.last.get();
+        if seen_in == 0 {
+            return input + input / 4;
+        }
+        // A 64-byte margin per KiB, and the answer of an odd call (a few
+        // huge records) never reserves more than 16 MiB up front.
+        let scaled = (input as u128 * seen_out as u128 / seen_in as u128) as usize;
+        (scaled + scaled / 16 + 256).min(16 << 20)
+    }
+
+    /// Notes a call's sizes.
+    pub(crate) fn note(&self, input: usize, answer: usize) {
+        self.last.set((input, answer));
+    }
 }
 
 /// A position or count as the contract's `u32`. A component's memory is
@@ -83,10 +128,10 @@ struct Answer {
 }
 
 impl Answer {
-    fn with_capacity(records: usize, bytes: usize) -> Self {
+    fn with_capacity(records: usize) -> Self {
         Answer {
             batch: wit::OutputBatch {
-                data: Vec::with_capacity(bytes + bytes / 4),
+                data: Vec::new(),
                 outputs: Vec::with_capacity(records),
                 strings: Vec::new(),
                 metadata: Vec::new(),
@@ -95,7 +140,8 @@ impl Answer {
         }
     }
 
-    fn push(&mut self, o: Output) {
+    /// Lists an output whose bytes are already in place.
+    fn push(&mut self, o: Emitted) {
         let owner = count(self.batch.outputs.len());
         for (k, v) in o.metadata {
             let key = self.intern(k);
@@ -105,9 +151,8 @@ impl Answer {
                 .push(wit::MetadataEntry { owner, key, value });
         }
         let route = o.route.map(|r| self.intern(r));
-        self.batch.data.extend_from_slice(&o.data);
         self.batch.outputs.push(wit::OutputRecord {
-            end: count(self.batch.data.len()),
+            end: count(o.end),
             route,
         });
     }
@@ -127,7 +172,7 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Config, ConfigError, Emit, RecordError};
+    use crate::{Config, ConfigError, Output, RecordError};
 
     /// Echoes each record's fields; `fail` errors after emitting; `none`
     /// emits nothing; `two` emits two routed outputs with metadata.
@@ -247,7 +292,7 @@ mod tests {
             ("two", None, &[]),
             ("ü\"", Some(2), &[]),
         ]);
-        let answer = run(&mut Echo, input);
+        let answer = run(&mut Echo, input, 0);
         let out = unpack(&answer);
         let one = |s: &str| Ok(vec![(s.to_string(), None, vec![])]);
         assert_eq!(out.len(), 6);
@@ -279,11 +324,56 @@ mod tests {
         assert_eq!(answer.strings, ["k", "a", "src", "r.a", "b", "r.b"]);
     }
 
+    /// The component's loop and the native `process_batch` give the same
+    /// answers for the same records.
+    #[test]
+    fn the_component_loop_answers_as_process_batch() {
+        let specs: [Spec<'_>; 6] = [
+            ("x", None, &[]),
+            ("fail", None, &[]),
+            ("", Some(2), &[(3, 4)]),
+            ("none", None, &[]),
+            ("two", None, &[]),
+            ("two", Some(2), &[]),
+        ];
+        let input = batch(&specs);
+        let records: Vec<Record> = specs
+            .iter()
+            .map(|(data, route, meta)| Record {
+                data: data.as_bytes().to_vec(),
+                source: input.strings[0].clone(),
+                received_at: input.strings[1].clone(),
+                route: route.map(|i| input.strings[i as usize].clone()),
+                metadata: meta
+                    .iter()
+                    .map(|&(k, v)| {
+                        (
+                            input.strings[k as usize].clone(),
+                            input.strings[v as usize].clone(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        let native: Unpacked = crate::process_batch(&mut Echo, records)
+            .into_iter()
+            .map(|r| {
+                r.map(|outs| {
+                    outs.into_iter()
+                        .map(|o| (o.text(), o.route, o.metadata))
+                        .collect()
+                })
+                .map_err(|e| e.message)
+            })
+            .collect();
+        assert_eq!(unpack(&run(&mut Echo, input, 1)), native);
+    }
+
     #[test]
     #[should_panic(expected = "host bug")]
     fn an_offset_out_of_range_traps() {
         let mut input = batch(&[("abc", None, &[])]);
         input.records[0].end = 9;
-        run(&mut Echo, input);
+        run(&mut Echo, input, 0);
     }
 }

@@ -100,22 +100,24 @@ pub trait Transform: Sized + 'static {
 
 /// Runs `transform` over a batch with the exact semantics the component
 /// uses: one result per record, in order; a record's outputs are discarded
-/// when it errors. The native [`testing`] harness calls this too, so native
-/// tests and WASM runs cannot drift apart.
+/// when it errors. The native [`testing`] harness calls this; inside a
+/// component the same loop runs over the contract's packed batch (the SDK's
+/// tests hold the two to the same answers).
 pub fn process_batch<T: Transform>(transform: &mut T, batch: Vec<Record>) -> Vec<RecordResult> {
+    let sizing = batch::Sizing::default();
     batch
         .into_iter()
-        .map(|record| process_record(transform, record))
+        .map(|record| {
+            let input = record.data.len();
+            let mut out = Emit {
+                data: Vec::with_capacity(sizing.hint(input)),
+                ..Emit::default()
+            };
+            let result = transform.process(record, &mut out);
+            sizing.note(input, out.data.len());
+            result.map(|()| out.into_outputs())
+        })
         .collect()
-}
-
-/// One record's part of [`process_batch`], which the component's batch
-/// loop calls too.
-fn process_record<T: Transform>(transform: &mut T, record: Record) -> RecordResult {
-    let mut out = Emit::default();
-    transform
-        .process(record, &mut out)
-        .map(|()| out.into_outputs())
 }
 
 /// The generated WIT bindings. Not part of the public API: they change with
@@ -150,12 +152,18 @@ pub mod __private {
     /// Adapts a [`crate::Transform`] to the generated resource trait. The
     /// resource's methods take `&self` (a component instance is single
     /// threaded), so the transform sits in a `RefCell`.
-    pub struct Adapter<T>(RefCell<T>);
+    pub struct Adapter<T> {
+        transform: RefCell<T>,
+        sizing: crate::batch::Sizing,
+    }
 
     impl<T: crate::Transform> wit::GuestTransform for Adapter<T> {
         fn create(config: wit_types::Config) -> Result<wit::Transform, wit_types::ConfigError> {
             match T::new(crate::Config::new(config)) {
-                Ok(t) => Ok(wit::Transform::new(Adapter(RefCell::new(t)))),
+                Ok(t) => Ok(wit::Transform::new(Adapter {
+                    transform: RefCell::new(t),
+                    sizing: crate::batch::Sizing::default(),
+                })),
                 Err(e) => Err(wit_types::ConfigError {
                     key: e.key,
                     message: e.message,
@@ -164,7 +172,11 @@ pub mod __private {
         }
 
         fn process(&self, batch: wit_types::InputBatch) -> wit_types::OutputBatch {
-            crate::batch::run(&mut *self.0.borrow_mut(), batch)
+            let input = batch.data.len();
+            let hint = self.sizing.hint(input);
+            let answer = crate::batch::run(&mut *self.transform.borrow_mut(), batch, hint);
+            self.sizing.note(input, answer.data.len());
+            answer
         }
     }
 }

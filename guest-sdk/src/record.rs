@@ -108,42 +108,88 @@ impl Output {
 }
 
 /// Collects the outputs of one input record.
+///
+/// Inside a component the outputs' bytes go straight into the answer of the
+/// whole call: [`Emit::emit_with`] lets a transform write its output there
+/// with no buffer of its own, and nothing is copied again on the way out.
 #[derive(Debug, Default)]
 pub struct Emit {
-    outputs: Vec<Output>,
+    /// The outputs' bytes, back to back. In a component this is the call's
+    /// answer, and the bytes before `base` are earlier records' outputs.
+    pub(crate) data: Vec<u8>,
+    /// Where this record's outputs begin in `data`.
+    pub(crate) base: usize,
+    /// This record's outputs, in order.
+    pub(crate) outputs: Vec<Emitted>,
+}
+
+/// Where one output's bytes end in [`Emit`]'s buffer, and what goes with it.
+#[derive(Debug)]
+pub(crate) struct Emitted {
+    pub(crate) end: usize,
+    pub(crate) route: Option<String>,
+    pub(crate) metadata: Vec<(String, String)>,
 }
 
 impl Emit {
     /// Emits raw bytes, keeping the input's route.
     pub fn emit(&mut self, data: impl Into<Vec<u8>>) {
-        self.push(Output {
-            data: data.into(),
-            ..Output::default()
-        });
+        self.data.extend_from_slice(&data.into());
+        self.close(None, Vec::new());
+    }
+
+    /// Emits the bytes that `write` appends to the buffer it is given,
+    /// keeping the input's route: the output is written in place, with no
+    /// `Vec` of its own. `write` must only append (`extend_from_slice`,
+    /// `push`, `dom::Node::write_json`, `reserve`): the bytes already in
+    /// the buffer belong to earlier outputs.
+    ///
+    /// ```
+    /// # use sluice_sdk::{Emit, Record, RecordError};
+    /// # fn f(record: Record, out: &mut Emit) -> Result<(), RecordError> {
+    /// let doc = record.object_node()?;
+    /// out.emit_with(|buf| doc.write_json(buf));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `write` removed bytes of earlier outputs.
+    pub fn emit_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.write(write);
+        self.close(None, Vec::new());
+    }
+
+    /// [`Emit::emit_with`] with a route.
+    ///
+    /// # Panics
+    ///
+    /// When `write` removed bytes of earlier outputs.
+    pub fn emit_routed_with(&mut self, route: impl Into<String>, write: impl FnOnce(&mut Vec<u8>)) {
+        self.write(write);
+        self.close(Some(route.into()), Vec::new());
     }
 
     /// Emits a JSON value, serialised compactly, keeping the input's route.
     pub fn emit_json(&mut self, value: &Value) {
-        self.emit(value.to_string());
+        self.emit_with(|buf| write_value(buf, value));
     }
 
     /// Emits a JSON value with a route.
     pub fn emit_json_routed(&mut self, value: &Value, route: impl Into<String>) {
-        self.emit_routed(value.to_string(), route);
+        self.emit_routed_with(route, |buf| write_value(buf, value));
     }
 
     /// Emits raw bytes with a route.
     pub fn emit_routed(&mut self, data: impl Into<Vec<u8>>, route: impl Into<String>) {
-        self.push(Output {
-            data: data.into(),
-            route: Some(route.into()),
-            metadata: Vec::new(),
-        });
+        self.data.extend_from_slice(&data.into());
+        self.close(Some(route.into()), Vec::new());
     }
 
     /// Emits a fully specified output.
     pub fn push(&mut self, output: Output) {
-        self.outputs.push(output);
+        self.data.extend_from_slice(&output.data);
+        self.close(output.route, output.metadata);
     }
 
     /// How many outputs have been emitted so far.
@@ -156,9 +202,56 @@ impl Emit {
         self.outputs.is_empty()
     }
 
-    pub(crate) fn into_outputs(self) -> Vec<Output> {
-        self.outputs
+    fn write(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.data.len();
+        write(&mut self.data);
+        assert!(
+            self.data.len() >= start,
+            "Emit::emit_with: the closure removed bytes of earlier outputs"
+        );
     }
+
+    /// Ends the output whose bytes were just appended.
+    fn close(&mut self, route: Option<String>, metadata: Vec<(String, String)>) {
+        self.outputs.push(Emitted {
+            end: self.data.len(),
+            route,
+            metadata,
+        });
+    }
+
+    pub(crate) fn into_outputs(mut self) -> Vec<Output> {
+        // One output, alone in the buffer (the usual case natively): it
+        // takes the buffer, uncopied.
+        if let [only] = &mut self.outputs[..]
+            && self.base == 0
+        {
+            self.data.truncate(only.end);
+            return vec![Output {
+                data: self.data,
+                route: only.route.take(),
+                metadata: std::mem::take(&mut only.metadata),
+            }];
+        }
+        let mut start = self.base;
+        self.outputs
+            .into_iter()
+            .map(|e| {
+                let data = self.data[start..e.end].to_vec();
+                start = e.end;
+                Output {
+                    data,
+                    route: e.route,
+                    metadata: e.metadata,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Writes `value` as `Value::to_string` does, into `buf`.
+fn write_value(buf: &mut Vec<u8>, value: &Value) {
+    serde_json::to_writer(buf, value).expect("writing JSON to a Vec cannot fail");
 }
 
 /// The class of a per-record failure.
@@ -250,6 +343,70 @@ mod tests {
         assert!(e.message.contains("got an array"), "{e}");
         let e = Record::new("{nope").json().unwrap_err();
         assert!(e.message.starts_with("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn every_way_of_emitting_gives_its_own_output_in_order() {
+        let value = serde_json::json!({"é": "a\"b\\", "n": 1.5e300, "arr": [null, true]});
+        let mut out = Emit::default();
+        out.emit("raw");
+        out.emit_with(|buf| buf.extend_from_slice(b"in place"));
+        out.emit_with(|_| {});
+        out.emit_routed_with("r1", |buf| buf.push(b'x'));
+        out.emit_json(&value);
+        out.emit_json_routed(&value, "r2");
+        out.emit_routed(b"bytes".to_vec(), "r3");
+        out.push(Output {
+            data: b"full".to_vec(),
+            route: Some("r4".into()),
+            metadata: vec![("k".into(), "v".into())],
+        });
+        assert_eq!(out.len(), 8);
+        let got: Vec<_> = out
+            .into_outputs()
+            .into_iter()
+            .map(|o| (o.text(), o.route, o.metadata))
+            .collect();
+        let json = value.to_string();
+        let plain = |s: &str| (s.to_string(), None, vec![]);
+        let routed = |s: &str, r: &str| (s.to_string(), Some(r.to_string()), vec![]);
+        assert_eq!(
+            got,
+            [
+                plain("raw"),
+                plain("in place"),
+                plain(""),
+                routed("x", "r1"),
+                plain(&json),
+                routed(&json, "r2"),
+                routed("bytes", "r3"),
+                (
+                    "full".into(),
+                    Some("r4".into()),
+                    vec![("k".into(), "v".into())]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn outputs_start_at_the_base() {
+        // In a component, earlier records' outputs sit before `base`.
+        let mut out = Emit {
+            data: b"earlier".to_vec(),
+            base: 7,
+            ..Emit::default()
+        };
+        out.emit("mine");
+        assert_eq!(out.into_outputs()[0].text(), "mine");
+    }
+
+    #[test]
+    #[should_panic(expected = "removed bytes of earlier outputs")]
+    fn a_closure_that_removes_earlier_bytes_panics() {
+        let mut out = Emit::default();
+        out.emit("first");
+        out.emit_with(Vec::clear);
     }
 
     #[test]

@@ -39,9 +39,7 @@ impl Transform for AddFields {
         for (path, value) in &self.fields {
             doc.set(path, value.as_str().into())?;
         }
-        let mut bytes = Vec::with_capacity(record.data.len() + 64);
-        doc.write_json(&mut bytes);
-        out.emit(bytes);
+        out.emit_with(|buf| doc.write_json(buf));
         Ok(())
     }
 }
