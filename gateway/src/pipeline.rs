@@ -758,8 +758,9 @@ fn run_step(
     next: &mut Vec<Item>,
     failed: &mut Vec<(Item, String)>,
 ) {
-    // The records move into the call and back out of it: the component
-    // only borrows the batch, so nothing is copied on the way in.
+    // The records move into the call and back out of it: the host only
+    // borrows them (it packs their bytes into one buffer per call), so a
+    // failed record still has its original bytes for dead-letter.
     let origins: Vec<usize> = items.iter().map(|i| i.origin).collect();
     let inputs: Vec<InputRecord> = items
         .into_iter()

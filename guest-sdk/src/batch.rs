@@ -99,10 +99,11 @@ impl Sizing {
         if seen_in == 0 {
             return input + input / 4;
         }
-        // A 64-byte margin per KiB, and the answer of an odd call (a few
-        // huge records) never reserves more than 16 MiB up front.
+        // A 64-byte margin per KiB. After an odd call (one tiny record
+        // that gave a huge output) at most 4 MiB is reserved up front, a
+        // small part of the instance's memory cap; a larger answer grows.
         let scaled = (input as u128 * seen_out as u128 / seen_in as u128) as usize;
-        (scaled + scaled / 16 + 256).min(16 << 20)
+        (scaled + scaled / 16 + 256).min(4 << 20)
     }
 
     /// Notes a call's sizes.

@@ -450,7 +450,8 @@ impl TransformInstance {
     /// [`WasmError::Trap`] when the call traps, hits the deadline or the
     /// memory cap: the whole batch failed and this instance must be dropped
     /// (a trapped store cannot be used again). [`WasmError::BadAnswer`] when
-    /// the transform answers with the wrong number of results.
+    /// the answer breaks the contract (the wrong number of results, an
+    /// offset or index out of range).
     pub fn process(&mut self, batch: &[InputRecord]) -> Result<Vec<RecordResult>, WasmError> {
         // One deadline for the whole batch, however many calls it takes.
         set_deadline(&mut self.store, self.component.host.inner.config.deadline);
