@@ -157,7 +157,7 @@ impl<'a> Parser<'a> {
             let covers = self.check_object()?;
             if self.noncanonical == noncanonical {
                 return Some(Node::Object(Object::unbuilt(Raw {
-                    text: &self.text[start..self.at],
+                    text: self.slice(start, self.at),
                     has_empty: self.empties != empties,
                     covers,
                     slot: slot as u8,
@@ -223,7 +223,7 @@ impl<'a> Parser<'a> {
         let mut o = Object::from_entries(entries);
         if self.noncanonical == noncanonical {
             o.raw = Some(Raw {
-                text: &self.text[start..self.at],
+                text: self.slice(start, self.at),
                 has_empty: self.empties != empties,
                 covers,
                 slot: slot as u8,
@@ -284,6 +284,11 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         let mut members = 0;
         if self.eat(b'}').is_none() {
+            if self.keys.capacity() == 0 {
+                // Once per parse, room for the keys of the usual nested
+                // objects (and their nesting): no regrowth as they are read.
+                self.keys.reserve(32);
+            }
             let first = self.keys.len();
             let (mut seen, mut repeated) = (0u64, false);
             loop {
@@ -348,7 +353,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Checks the string at `"` as [`Parser::string`] parses it.
-    #[inline]
+    #[inline(always)]
     fn check_string(&mut self) -> Option<()> {
         self.at += 1; // `"`
         let end = self.scan_plain()?;
@@ -394,15 +399,41 @@ impl<'a> Parser<'a> {
     }
 
     /// A string at `"`: borrowed when it has no escape; escapes are decoded
-    /// (and noted when serde_json would write them differently).
+    /// (and noted when serde_json would write them differently). The usual
+    /// case, no escape, is inlined where strings are read.
+    #[inline(always)]
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.at += 1; // `"`
         let start = self.at;
         let end = self.scan_plain()?;
         if self.bytes[end] == b'"' {
             self.at = end + 1;
-            return Some(Cow::Borrowed(&self.text[start..end]));
+            return Some(Cow::Borrowed(self.slice(start, end)));
         }
+        self.escaped_string(start, end)
+    }
+
+    /// `text[start..end]`, where each end is at an ASCII byte (a quote, a
+    /// brace, a digit) or just after one, or at the text's end: a
+    /// character boundary, which `str`'s own slicing would check again for
+    /// every string, number and object.
+    #[inline(always)]
+    #[allow(
+        unsafe_code,
+        reason = "both ends are character boundaries of valid UTF-8"
+    )]
+    fn slice(&self, start: usize, end: usize) -> &'a str {
+        let bytes: &'a [u8] = &self.bytes[start..end];
+        debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
+        // SAFETY: `bytes` is part of `text`, which is valid UTF-8, and
+        // neither end is inside a character: in UTF-8 an ASCII byte starts
+        // a character, and so does the byte after one.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    /// The rest of [`Parser::string`] from the first escape, at `end`.
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, end: usize) -> Option<Cow<'a, str>> {
         let mut owned = String::from(&self.text[start..end]);
         self.at = end;
         loop {
@@ -508,14 +539,14 @@ impl<'a> Parser<'a> {
         if int_digits == 0 || (int_digits > 1 && self.bytes[int_start] == b'0') {
             return None;
         }
-        let integer = &self.text[int_start..self.at];
+        let integer = self.slice(int_start, self.at);
         let mut fraction = None;
         if self.eat(b'.').is_some() {
             let from = self.at;
             if self.digits() == 0 {
                 return None;
             }
-            fraction = Some(&self.text[from..self.at]);
+            fraction = Some(self.slice(from, self.at));
         }
         let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
@@ -529,7 +560,7 @@ impl<'a> Parser<'a> {
             }
         }
         Some(NumberText {
-            text: &self.text[start..self.at],
+            text: self.slice(start, self.at),
             negative,
             integer,
             fraction,
