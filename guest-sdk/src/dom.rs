@@ -1675,6 +1675,34 @@ mod tests {
         assert_eq!(node.as_object().unwrap().len(), 21);
     }
 
+    /// A nested object is only checked, with its first keys kept apart
+    /// from the rest (`parse::LOCAL_KEYS`): a key repeated within the
+    /// first ones, across the two, or among the rest is found either way.
+    #[test]
+    fn repeated_keys_are_found_in_checked_objects_of_any_size() {
+        for (keys, repeat) in [(6, 2), (20, 3), (20, 17), (40, 30)] {
+            let mut nested = String::from("{");
+            for i in 0..keys {
+                nested.push_str(&format!("\"key{i}\":{i},"));
+            }
+            nested.push_str(&format!("\"key{repeat}\":\"again\"}}"));
+            let text = format!(r#"{{"a":{nested},"b":{{"c":1}}}}"#);
+            READ_KEYS.with(|k| k.set(0));
+            let node = Node::parse(text.as_bytes()).unwrap();
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                String::from_utf8(node.to_json()).unwrap(),
+                value.to_string()
+            );
+            let a = node.get("a").unwrap().as_object().unwrap();
+            assert_eq!(a.len(), keys, "{keys} keys, key{repeat} repeated");
+            assert_eq!(
+                a.get(&format!("key{repeat}")).unwrap().as_str(),
+                Some("again")
+            );
+        }
+    }
+
     #[test]
     fn rejects_what_value_rejects() {
         for bad in [

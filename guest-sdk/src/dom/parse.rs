@@ -20,10 +20,15 @@
 use super::{Entry, Node, Object, Raw, dedupe, escape_mask, key_slot, read_keys};
 use serde_json::Number;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 /// Below serde_json's recursion limit (128), so that the fast path never
 /// accepts what serde_json refuses.
 const MAX_DEPTH: u32 = 120;
+
+/// How many keys of an object being checked are kept on the stack (see
+/// [`Parser::check_object`]): more than a nested object of an event has.
+const LOCAL_KEYS: usize = 16;
 
 /// Parses `text` as one JSON text, or `None` to let serde_json decide.
 /// The caller checked UTF-8 once for the whole text: strings are slices of
@@ -60,8 +65,9 @@ struct Parser<'a> {
     /// How many empty values (`null`, `""`, `[]`, `{}`) seen so far, for
     /// [`Node::drop_empty`]'s shortcut.
     empties: u32,
-    /// The keys of the objects being checked (see [`Parser::check_object`]),
-    /// innermost last, as they are written (escapes and all).
+    /// The keys of the objects being checked past each one's first
+    /// [`LOCAL_KEYS`] (see [`Parser::check_object`]), innermost last, as
+    /// they are written (escapes and all).
     keys: Vec<&'a [u8]>,
     /// Set while an object found not canonical is parsed again: everything
     /// below it is built.
@@ -277,6 +283,7 @@ impl<'a> Parser<'a> {
     /// written alike. Stops as soon as the object is known not to be
     /// canonical (the caller parses it again); the count is then
     /// meaningless.
+    #[allow(unsafe_code, reason = "reads only the keys it wrote")]
     fn check_object(&mut self) -> Option<usize> {
         let noncanonical = self.noncanonical;
         self.enter()?;
@@ -284,11 +291,12 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         let mut members = 0;
         if self.eat(b'}').is_none() {
-            if self.keys.capacity() == 0 {
-                // Once per parse, room for the keys of the usual nested
-                // objects (and their nesting): no regrowth as they are read.
-                self.keys.reserve(32);
-            }
+            // The keys so far, for comparing a key whose bit is already
+            // set: the first few in an array of this call's own, whose
+            // stores the compiler knows change nothing else; a push to a
+            // `Vec` made it load the parser's fields again after every key.
+            // Keys past those (big objects) go to `self.keys`.
+            let mut local = [MaybeUninit::<&'a [u8]>::uninit(); LOCAL_KEYS];
             let first = self.keys.len();
             let (mut seen, mut repeated) = (0u64, false);
             loop {
@@ -300,10 +308,17 @@ impl<'a> Parser<'a> {
                 let key = &self.bytes[from..self.at - 1];
                 let bit = 1u64 << key_slot(key);
                 if seen & bit != 0 && !repeated {
-                    repeated = self.keys[first..].contains(&key);
+                    let kept = &local[..members.min(LOCAL_KEYS)];
+                    // SAFETY: the first `members` entries (up to
+                    // LOCAL_KEYS) were written below, one per key.
+                    repeated = kept.iter().any(|k| unsafe { k.assume_init() } == key)
+                        || self.keys[first..].contains(&key);
                 }
                 seen |= bit;
-                self.keys.push(key);
+                match local.get_mut(members) {
+                    Some(slot) => drop(slot.write(key)),
+                    None => self.keys.push(key),
+                }
                 members += 1;
                 self.colon()?;
                 self.check_value()?;
