@@ -130,13 +130,7 @@ impl<'a> Parser<'a> {
         match self.peek()? {
             b'{' => self.object(),
             b'[' => self.array(),
-            b'"' => {
-                let s = self.string()?;
-                if s.is_empty() {
-                    self.empties += 1;
-                }
-                Some(Node::String(s))
-            }
+            b'"' => self.string_value(),
             b't' => self.literal("true", Node::Bool(true)),
             b'f' => self.literal("false", Node::Bool(false)),
             b'n' => {
@@ -211,7 +205,12 @@ impl<'a> Parser<'a> {
                 }
                 seen |= bit;
                 self.colon()?;
-                let value = self.value()?;
+                // Most values are strings: read here, without a call.
+                let value = if self.peek() == Some(b'"') {
+                    self.string_value()?
+                } else {
+                    self.value()?
+                };
                 entries.push((key, value));
                 if self.member_end()? {
                     break;
@@ -321,7 +320,12 @@ impl<'a> Parser<'a> {
                 }
                 members += 1;
                 self.colon()?;
-                self.check_value()?;
+                // Most values are strings: checked here, without a call.
+                if self.peek() == Some(b'"') {
+                    self.check_string_value()?;
+                } else {
+                    self.check_value()?;
+                }
                 if repeated || self.noncanonical != noncanonical {
                     self.noncanonical += 1;
                     break;
@@ -348,14 +352,7 @@ impl<'a> Parser<'a> {
                 // Arrays are rare in events: parsed, and dropped.
                 self.array().map(drop)
             }
-            b'"' => {
-                let from = self.at;
-                self.check_string()?;
-                if self.at == from + 2 {
-                    self.empties += 1;
-                }
-                Some(())
-            }
+            b'"' => self.check_string_value(),
             b't' => self.literal("true", Node::Null).map(drop),
             b'f' => self.literal("false", Node::Null).map(drop),
             b'n' => {
@@ -365,6 +362,27 @@ impl<'a> Parser<'a> {
             b'-' | b'0'..=b'9' => self.check_number(),
             _ => None,
         }
+    }
+
+    /// A string value at `"`, counted when empty.
+    #[inline(always)]
+    fn string_value(&mut self) -> Option<Node<'a>> {
+        let s = self.string()?;
+        if s.is_empty() {
+            self.empties += 1;
+        }
+        Some(Node::String(s))
+    }
+
+    /// Checks a string value at `"` as [`Parser::string_value`] reads it.
+    #[inline(always)]
+    fn check_string_value(&mut self) -> Option<()> {
+        let from = self.at;
+        self.check_string()?;
+        if self.at == from + 2 {
+            self.empties += 1;
+        }
+        Some(())
     }
 
     /// Checks the string at `"` as [`Parser::string`] parses it.
