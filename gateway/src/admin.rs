@@ -7,9 +7,9 @@
 //! - `PUT /v1/transforms/{name}` — body: the component. Query: `config=K=V`
 //!   (repeatable; the test config), `sample=<JSON>` (repeatable; records
 //!   that must go through), `activate=true`. The component is checked
-//!   (a component, `sluice:transform@0.1.x`, nothing imported beyond what
-//!   the host provides, instantiates with the test config, processes the
-//!   samples) before it is stored as the next version.
+//!   (a component of a contract version the host runs, nothing imported
+//!   beyond what the host provides, instantiates with the test config,
+//!   processes the samples) before it is stored as the next version.
 //! - `GET /v1/transforms`, `GET /v1/transforms/{name}/versions`.
 //! - `POST /v1/transforms/{name}/activate` — `{"version": N}` or
 //!   `{"sha256": "…"}`; rollback is activating an older version.

@@ -1,15 +1,19 @@
-//! Unpacks a `sluice:transform@0.2.0` input batch into [`Record`]s, runs
+//! Unpacks a `sluice:transform@0.3.0` input batch into [`Record`]s, runs
 //! the transform on each, and packs the outputs into the answer.
 //!
-//! The contract moves a call's records as one byte list, an entry per
-//! record and a table of strings, so that crossing costs a few allocations
-//! per call, not three per record (see `wit/transform.wit`). This is the
-//! only place that knows that layout; transforms see [`Record`] and
-//! [`Emit`](crate::Emit) as before.
+//! The contract moves a call as a byte list and a list of `u32` words
+//! saying where each record and string is in it, each way, so that
+//! crossing copies two lists per call (see `wit/transform.wit`). This is
+//! the only place that knows that layout; transforms see [`Record`] and
+//! [`Emit`](crate::Emit).
 
 use crate::bindings::sluice::transform::types as wit;
 use crate::record::Emitted;
 use crate::{Emit, Record, Transform};
+
+/// The word that stands for an absent optional span, and for a failed
+/// record in an answer.
+const NONE: u32 = u32::MAX;
 
 /// Runs `transform` on every record of `batch`, in order, with the
 /// semantics of [`crate::process_batch`]: one result per record, and a
@@ -17,27 +21,50 @@ use crate::{Emit, Record, Transform};
 ///
 /// # Panics
 ///
-/// When the batch breaks the contract (an offset or a string index out of
-/// range), which only a host bug can cause: the call traps and the host
-/// reports it, rather than running on the wrong bytes.
+/// When the batch breaks the contract (an index cut short, a span out of
+/// range, a string that is not UTF-8), which only a host bug can cause:
+/// the call traps and the host reports it, rather than running on the
+/// wrong bytes.
 pub(crate) fn run<T: Transform>(
     transform: &mut T,
     batch: wit::InputBatch,
     answer_bytes: usize,
 ) -> wit::OutputBatch {
-    let wit::InputBatch {
-        data,
-        records,
-        strings,
-        metadata,
-    } = batch;
-    let text = |i: u32| -> String {
-        strings
-            .get(i as usize)
-            .unwrap_or_else(|| panic!("sluice host bug: string index {i} out of range"))
-            .clone()
+    let wit::InputBatch { data, index } = batch;
+    let bytes = |start: u32, len: u32| -> &[u8] {
+        let (start, len) = (start as usize, len as usize);
+        data.get(start..start + len).unwrap_or_else(|| {
+            panic!(
+                "sluice host bug: span {start}+{len} is outside the call's {} bytes",
+                data.len()
+            )
+        })
     };
-    let mut answer = Answer::with_capacity(records.len());
+    // The records of a call share their source and receive time, and the
+    // host puts each such string in `data` once: it is checked once, then
+    // copied.
+    let mut checked = [(0u32, 0u32); CHECKED];
+    let mut n_checked = 0;
+    let mut text = |start: u32, len: u32| -> String {
+        let b = bytes(start, len).to_vec();
+        if checked[..n_checked].contains(&(start, len)) {
+            // SAFETY: these very bytes (the same span of the same `data`,
+            // which nothing changes during the call) passed
+            // `String::from_utf8` below.
+            #[allow(unsafe_code, reason = "the bytes were checked already")]
+            return unsafe { String::from_utf8_unchecked(b) };
+        }
+        let t = String::from_utf8(b)
+            .unwrap_or_else(|_| panic!("sluice host bug: a string is not UTF-8"));
+        if n_checked < CHECKED {
+            checked[n_checked] = (start, len);
+            n_checked += 1;
+        }
+        t
+    };
+    let mut words = Words(index.iter());
+    // About the words of one output with no metadata per record.
+    let mut answer = Answer::with_capacity(index.len() * 2 / 3);
     // One `Emit` for the whole call, writing into the answer's data: a
     // record's outputs land where they are returned from, and an error
     // cuts them off again.
@@ -45,42 +72,60 @@ pub(crate) fn run<T: Transform>(
         data: Vec::with_capacity(answer_bytes),
         ..Emit::default()
     };
-    let mut entries = metadata.iter().peekable();
-    let mut start = 0usize;
-    for (i, r) in records.iter().enumerate() {
-        let end = r.end as usize;
-        let bytes = data
-            .get(start..end)
-            .unwrap_or_else(|| panic!("sluice host bug: record {i} spans {start}..{end}"));
-        let mut meta = Vec::new();
-        while let Some(m) = entries.next_if(|m| m.owner as usize == i) {
-            meta.push((text(m.key), text(m.value)));
+    while let Some(start) = words.0.next() {
+        let [len, source, source_len, time, time_len, route, route_len, n] = words.take();
+        let mut meta = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let [k, k_len, v, v_len] = words.take();
+            meta.push((text(k, k_len), text(v, v_len)));
         }
         let record = Record {
-            data: bytes.to_vec(),
-            source: text(r.source),
-            received_at: text(r.received_at),
-            route: r.route.map(text),
+            data: bytes(*start, len).to_vec(),
+            source: text(source, source_len),
+            received_at: text(time, time_len),
+            route: (route != NONE).then(|| text(route, route_len)),
             metadata: meta,
         };
-        start = end;
         out.base = out.data.len();
         match transform.process(record, &mut out) {
             Ok(()) => {
-                answer.batch.results.push(Ok(count(out.outputs.len())));
+                answer.index.push(count(out.outputs.len()));
+                // The spans are taken from the ends `Emit` noted before any
+                // string is appended after this record's outputs.
+                let mut start = out.base;
                 for emitted in out.outputs.drain(..) {
-                    answer.push(emitted);
+                    let end = emitted.end;
+                    answer.output(&mut out.data, start, emitted);
+                    start = end;
                 }
             }
             Err(e) => {
                 out.data.truncate(out.base);
                 out.outputs.clear();
-                answer.batch.results.push(Err(e.into_wit()));
+                let [start, len] = answer.string(&mut out.data, &e.message);
+                answer.index.extend([NONE, e.kind_code(), start, len]);
             }
         }
     }
-    answer.batch.data = out.data;
-    answer.batch
+    wit::OutputBatch {
+        data: out.data,
+        index: answer.index,
+    }
+}
+
+/// The words of an input's index, read in order.
+struct Words<'a>(std::slice::Iter<'a, u32>);
+
+impl Words<'_> {
+    /// The next `N` words.
+    fn take<const N: usize>(&mut self) -> [u32; N] {
+        std::array::from_fn(|_| {
+            *self
+                .0
+                .next()
+                .unwrap_or_else(|| panic!("sluice host bug: the index ends inside a record"))
+        })
+    }
 }
 
 /// Sizes a call's answer from the last call's: output bytes per input byte
@@ -118,55 +163,65 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).expect("a wasm32 memory holds less than 4 GiB")
 }
 
-/// Strings are looked up in the answer's table before being added while it
-/// holds at most this many: outputs share a few routes, and a long table of
-/// distinct values is not worth searching; the host accepts repeats.
+/// How many of a call's input strings are remembered as valid UTF-8, so
+/// that they are not checked again for every record: the source, the
+/// receive time and a few routes.
+const CHECKED: usize = 8;
+
+/// Strings are looked up among those already in the answer while it holds
+/// at most this many: outputs share a few routes and keys, and a long list
+/// of distinct values is not worth searching; a repeat costs only bytes.
 const INTERN_SCAN: usize = 64;
 
-/// The answer being built.
+/// The answer being built: its index, and the spans of the strings already
+/// appended to its data.
 struct Answer {
-    batch: wit::OutputBatch,
+    index: Vec<u32>,
+    strings: Vec<[u32; 2]>,
 }
 
 impl Answer {
-    fn with_capacity(records: usize) -> Self {
+    fn with_capacity(words: usize) -> Self {
         Answer {
-            batch: wit::OutputBatch {
-                data: Vec::new(),
-                outputs: Vec::with_capacity(records),
-                strings: Vec::new(),
-                metadata: Vec::new(),
-                results: Vec::with_capacity(records),
-            },
+            index: Vec::with_capacity(words),
+            strings: Vec::new(),
         }
     }
 
-    /// Lists an output whose bytes are already in place.
-    fn push(&mut self, o: Emitted) {
-        let owner = count(self.batch.outputs.len());
+    /// Lists an output whose bytes are already in place at `start..o.end`,
+    /// appending its route and metadata to `data`.
+    fn output(&mut self, data: &mut Vec<u8>, start: usize, o: Emitted) {
+        let route = match o.route {
+            Some(r) => self.string(data, &r),
+            None => [NONE, 0],
+        };
+        self.index.extend([
+            count(start),
+            count(o.end - start),
+            route[0],
+            route[1],
+            count(o.metadata.len()),
+        ]);
         for (k, v) in o.metadata {
-            let key = self.intern(k);
-            let value = self.intern(v);
-            self.batch
-                .metadata
-                .push(wit::MetadataEntry { owner, key, value });
+            let key = self.string(data, &k);
+            let value = self.string(data, &v);
+            self.index.extend(key.into_iter().chain(value));
         }
-        let route = o.route.map(|r| self.intern(r));
-        self.batch.outputs.push(wit::OutputRecord {
-            end: count(o.end),
-            route,
-        });
     }
 
-    fn intern(&mut self, s: String) -> u32 {
-        let strings = &mut self.batch.strings;
-        if strings.len() <= INTERN_SCAN
-            && let Some(i) = strings.iter().position(|t| *t == s)
+    /// The span of `s` in `data`, appending it unless it is there already.
+    fn string(&mut self, data: &mut Vec<u8>, s: &str) -> [u32; 2] {
+        if self.strings.len() <= INTERN_SCAN
+            && let Some(&span) = self.strings.iter().find(|[start, len]| {
+                data.get(*start as usize..(start + len) as usize) == Some(s.as_bytes())
+            })
         {
-            return count(i);
+            return span;
         }
-        strings.push(s);
-        count(strings.len() - 1)
+        let span = [count(data.len()), count(s.len())];
+        data.extend_from_slice(s.as_bytes());
+        self.strings.push(span);
+        span
     }
 }
 
@@ -219,68 +274,70 @@ mod tests {
         }
     }
 
-    /// A record of a test batch: bytes, route index, (key, value) indices.
-    type Spec<'a> = (&'a str, Option<u32>, &'a [(u32, u32)]);
+    /// A record of a test batch: bytes, route, metadata.
+    type Spec<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
 
+    const SOURCE: &str = "src";
+    const RECEIVED: &str = "2026-12-02T00:00:00Z";
+
+    /// Packs `records` as the host does, each string appended where first
+    /// needed (the source and time once, up front).
     fn batch(records: &[Spec<'_>]) -> wit::InputBatch {
-        let mut b = wit::InputBatch {
-            data: Vec::new(),
-            records: Vec::new(),
-            strings: ["src", "2026-12-02T00:00:00Z", "route.x", "k1", "v1"]
-                .map(String::from)
-                .to_vec(),
-            metadata: Vec::new(),
+        let mut data = Vec::new();
+        let mut put = |s: &str| {
+            let span = [count(data.len()), count(s.len())];
+            data.extend_from_slice(s.as_bytes());
+            span
         };
-        for (i, (data, route, meta)) in records.iter().enumerate() {
-            b.data.extend_from_slice(data.as_bytes());
-            b.records.push(wit::InputRecord {
-                end: count(b.data.len()),
-                source: 0,
-                received_at: 1,
-                route: *route,
-            });
-            for &(key, value) in *meta {
-                b.metadata.push(wit::MetadataEntry {
-                    owner: count(i),
-                    key,
-                    value,
-                });
+        let (source, received_at) = (put(SOURCE), put(RECEIVED));
+        let mut index = Vec::new();
+        for (bytes, route, meta) in records {
+            index.extend(put(bytes));
+            index.extend(source.into_iter().chain(received_at));
+            index.extend(route.map_or([NONE, 0], &mut put));
+            index.push(count(meta.len()));
+            for (k, v) in *meta {
+                index.extend(put(k).into_iter().chain(put(v)));
             }
         }
-        b
+        wit::InputBatch { data, index }
     }
 
     /// The outputs of one answer, as (result, [(data, route, metadata)]).
     type Unpacked = Vec<Result<Vec<(String, Option<String>, Vec<(String, String)>)>, String>>;
 
     fn unpack(a: &wit::OutputBatch) -> Unpacked {
-        let mut outputs = a.outputs.iter().enumerate();
-        let mut start = 0;
-        a.results
-            .iter()
-            .map(|r| match r {
-                Err(e) => Err(e.message.clone()),
-                Ok(n) => Ok(outputs
-                    .by_ref()
-                    .take(*n as usize)
-                    .map(|(k, o)| {
-                        let data = String::from_utf8(a.data[start..o.end as usize].to_vec());
-                        start = o.end as usize;
-                        let meta = a
-                            .metadata
-                            .iter()
-                            .filter(|m| m.owner as usize == k)
-                            .map(|m| {
-                                let s = |i: u32| a.strings[i as usize].clone();
-                                (s(m.key), s(m.value))
-                            })
-                            .collect();
-                        let route = o.route.map(|i| a.strings[i as usize].clone());
-                        (data.unwrap(), route, meta)
+        let mut words = a.index.iter().copied();
+        let w = &mut words;
+        let next = |w: &mut std::iter::Copied<std::slice::Iter<'_, u32>>| w.next().unwrap();
+        let text = |start: u32, len: u32| {
+            let start = start as usize;
+            String::from_utf8(a.data[start..start + len as usize].to_vec()).unwrap()
+        };
+        let mut answers = Vec::new();
+        while let Some(n) = w.next() {
+            if n == NONE {
+                let _kind = next(w);
+                let (start, len) = (next(w), next(w));
+                answers.push(Err(text(start, len)));
+                continue;
+            }
+            let mut outputs = Vec::new();
+            for _ in 0..n {
+                let (start, len) = (next(w), next(w));
+                let (route, route_len) = (next(w), next(w));
+                let meta = (0..next(w))
+                    .map(|_| {
+                        let [k, k_len, v, v_len] = [next(w), next(w), next(w), next(w)];
+                        (text(k, k_len), text(v, v_len))
                     })
-                    .collect()),
-            })
-            .collect()
+                    .collect();
+                let route = (route != NONE).then(|| text(route, route_len));
+                outputs.push((text(start, len), route, meta));
+            }
+            answers.push(Ok(outputs));
+        }
+        answers
     }
 
     #[test]
@@ -288,10 +345,10 @@ mod tests {
         let input = batch(&[
             ("x", None, &[]),
             ("fail", None, &[]),
-            ("", Some(2), &[(3, 4), (3, 2)]),
+            ("", Some("route.x"), &[("k1", "v1"), ("k1", "route.x")]),
             ("none", None, &[]),
             ("two", None, &[]),
-            ("ü\"", Some(2), &[]),
+            ("ü\"", Some("route.x"), &[]),
         ]);
         let answer = run(&mut Echo, input, 0);
         let out = unpack(&answer);
@@ -317,12 +374,14 @@ mod tests {
             one(r#"ü"|src|2026-12-02T00:00:00Z|Some("route.x")|[]"#)
         );
         // The discarded output of `fail` left no bytes behind, and repeated
-        // strings are listed once.
-        assert_eq!(
-            answer.outputs.last().unwrap().end as usize,
-            answer.data.len()
+        // strings were appended once.
+        let data = String::from_utf8(answer.data.clone()).unwrap();
+        assert!(!data.contains("discarded"), "{data}");
+        assert_eq!(data.matches("src").count(), 4, "{data}");
+        assert!(
+            data.ends_with("|src|2026-12-02T00:00:00Z|Some(\"route.x\")|[]"),
+            "{data}"
         );
-        assert_eq!(answer.strings, ["k", "a", "src", "r.a", "b", "r.b"]);
     }
 
     /// The component's loop and the native `process_batch` give the same
@@ -332,28 +391,20 @@ mod tests {
         let specs: [Spec<'_>; 6] = [
             ("x", None, &[]),
             ("fail", None, &[]),
-            ("", Some(2), &[(3, 4)]),
+            ("", Some("route.x"), &[("k1", "v1")]),
             ("none", None, &[]),
             ("two", None, &[]),
-            ("two", Some(2), &[]),
+            ("two", Some("route.x"), &[]),
         ];
         let input = batch(&specs);
         let records: Vec<Record> = specs
             .iter()
             .map(|(data, route, meta)| Record {
                 data: data.as_bytes().to_vec(),
-                source: input.strings[0].clone(),
-                received_at: input.strings[1].clone(),
-                route: route.map(|i| input.strings[i as usize].clone()),
-                metadata: meta
-                    .iter()
-                    .map(|&(k, v)| {
-                        (
-                            input.strings[k as usize].clone(),
-                            input.strings[v as usize].clone(),
-                        )
-                    })
-                    .collect(),
+                source: SOURCE.into(),
+                received_at: RECEIVED.into(),
+                route: route.map(String::from),
+                metadata: meta.iter().map(|&(k, v)| (k.into(), v.into())).collect(),
             })
             .collect();
         let native: Unpacked = crate::process_batch(&mut Echo, records)
@@ -374,7 +425,7 @@ mod tests {
     #[should_panic(expected = "host bug")]
     fn an_offset_out_of_range_traps() {
         let mut input = batch(&[("abc", None, &[])]);
-        input.records[0].end = 9;
+        input.index[1] = 99;
         run(&mut Echo, input, 0);
     }
 }

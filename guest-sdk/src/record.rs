@@ -1,6 +1,5 @@
 //! Records in and out, and per-record errors.
 
-use crate::bindings::sluice::transform::types as wit;
 use crate::dom;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -311,15 +310,12 @@ impl RecordError {
         }
     }
 
-    pub(crate) fn into_wit(self) -> wit::RecordError {
-        let kind = match self.kind {
-            ErrorKind::InvalidInput => wit::ErrorKind::InvalidInput,
-            ErrorKind::Unsupported => wit::ErrorKind::Unsupported,
-            ErrorKind::Internal => wit::ErrorKind::Internal,
-        };
-        wit::RecordError {
-            kind,
-            message: self.message,
+    /// The number of this error's kind in the contract's `error-kind`.
+    pub(crate) fn kind_code(&self) -> u32 {
+        match self.kind {
+            ErrorKind::InvalidInput => 0,
+            ErrorKind::Unsupported => 1,
+            ErrorKind::Internal => 2,
         }
     }
 }

@@ -221,7 +221,7 @@ fn wrong_world() {
     let run = transform_run(&[WRONG_WORLD_COMPONENT], "x\n");
     run.expect_failure(
         2,
-        "transform `wrong_world`: does not implement `sluice:transform/transformer@0.2.0` (nor the older `@0.1.0`, which Sluice still runs)",
+        "transform `wrong_world`: does not implement `sluice:transform/transformer@0.3.0` (nor the older `@0.2.0` or `@0.1.0`, which Sluice still runs)",
     );
 }
 
@@ -304,12 +304,16 @@ mod probe {
     use crate::support::transform_run;
     use sluice_test_artifacts::PROBE_COMPONENT;
 
-    /// A component built against the first contract,
-    /// `sluice:transform@0.1.0`, by the SDK before 0.2.0: the probe guest as
-    /// it was then (see `tests/fixtures/components/README.md`).
+    /// Components built against the older contracts,
+    /// `sluice:transform@0.1.0` and `@0.2.0`, by the last SDK of each: the
+    /// probe guest as it was then (see `tests/fixtures/components/README.md`).
     const PROBE_0_1: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/fixtures/components/probe-0.1.0.wasm"
+    );
+    const PROBE_0_2: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/components/probe-0.2.0.wasm"
     );
 
     /// The output lines with the receive time (the clock of each run)
@@ -324,20 +328,21 @@ mod probe {
             .collect()
     }
 
-    /// The real binary runs a 0.1.0 component unchanged, and it answers
-    /// exactly as the same guest built against 0.2.0: outputs, order,
-    /// errors, across calls (batch 2 over 6 records).
+    /// The real binary runs 0.1.0 and 0.2.0 components unchanged, and they
+    /// answer exactly as the same guest built against 0.3.0: outputs,
+    /// order, errors, across calls (batch 2 over 6 records).
     #[test]
-    fn a_component_of_the_first_contract_still_runs_and_answers_alike() {
+    fn components_of_older_contracts_still_run_and_answer_alike() {
         let input = "hello\nfail\nnone\nmany 3\n{\"a\":\"ü \\\" \\\\\"}\nlast\n";
         let args = ["--batch", "2", "--source", "probe-src"];
         let new = transform_run(&[&[PROBE_COMPONENT][..], &args].concat(), input);
-        let old = transform_run(&[&[PROBE_0_1][..], &args].concat(), input);
-        for run in [&new, &old] {
-            assert_eq!(run.code, 1, "a failed record exits 1: {}", run.stderr);
+        assert_eq!(new.code, 1, "a failed record exits 1: {}", new.stderr);
+        for path in [PROBE_0_2, PROBE_0_1] {
+            let old = transform_run(&[&[path][..], &args].concat(), input);
+            assert_eq!(old.code, 1, "a failed record exits 1: {}", old.stderr);
+            assert_eq!(without_clock(&new.stdout), without_clock(&old.stdout));
+            assert_eq!(new.stderr, old.stderr);
         }
-        assert_eq!(without_clock(&new.stdout), without_clock(&old.stdout));
-        assert_eq!(new.stderr, old.stderr);
         assert_eq!(
             without_clock(&new.stdout),
             [
@@ -358,11 +363,15 @@ mod probe {
     }
 
     /// A guest's `log` call reaches the gateway's log, tagged with the
-    /// transform's name, in both contract versions (each has its own `log`
+    /// transform's name, in every contract version (each has its own `log`
     /// import).
     #[test]
-    fn both_contract_versions_log_through_the_host() {
-        for (path, name) in [(PROBE_COMPONENT, "probe"), (PROBE_0_1, "probe-0.1.0")] {
+    fn every_contract_version_logs_through_the_host() {
+        for (path, name) in [
+            (PROBE_COMPONENT, "probe"),
+            (PROBE_0_2, "probe-0.2.0"),
+            (PROBE_0_1, "probe-0.1.0"),
+        ] {
             let run = transform_run(&[path], "log a line from the guest\n");
             assert_eq!(run.code, 0, "{}", run.stderr);
             let line = run

@@ -89,8 +89,8 @@ pub enum WasmError {
     },
     /// The component does not export `sluice:transform/transformer`.
     #[error(
-        "transform `{name}`: does not implement `sluice:transform/transformer@0.2.0` \
-         (nor the older `@0.1.0`, which Sluice still runs): {reason}"
+        "transform `{name}`: does not implement `sluice:transform/transformer@0.3.0` \
+         (nor the older `@0.2.0` or `@0.1.0`, which Sluice still runs): {reason}"
     )]
     WrongWorld {
         /// The transform.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stderr::StderrTail;
-use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
 };
@@ -132,17 +132,22 @@ impl WasmHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
-        // Both contract versions' `log`, so that either kind of component
+        // Every contract version's `log`, so that any kind of component
         // links (see `contract`).
-        contract::v0_2::sluice::transform::log::add_to_linker::<
-            HostState,
-            wasmtime::component::HasSelf<HostState>,
-        >(&mut linker, |s| s)
+        contract::v0_3::sluice::transform::log::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
         .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
-        contract::v0_1::sluice::transform::log::add_to_linker::<
-            HostState,
-            wasmtime::component::HasSelf<HostState>,
-        >(&mut linker, |s| s)
+        contract::v0_2::sluice::transform::log::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        contract::v0_1::sluice::transform::log::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
         .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
 
         // The ticker holds only a weak reference, so it ends by itself once
@@ -618,11 +623,12 @@ macro_rules! log_host {
             }
         }
 
+
         impl contract::$version::sluice::transform::types::Host for HostState {}
     )*};
 }
 
-log_host!(v0_2, v0_1);
+log_host!(v0_3, v0_2, v0_1);
 
 /// Caps linear memory per store and remembers whether the cap was hit, so a
 /// resulting trap (the guest's allocator aborts) is reported as such.

@@ -10,7 +10,7 @@ wit_bindgen::generate!({
 });
 
 use exports::sluice::transform::transformer::{Guest, GuestTransform};
-use sluice::transform::types::{Config, ConfigError, InputBatch, OutputBatch, OutputRecord};
+use sluice::transform::types::{Config, ConfigError, InputBatch, OutputBatch};
 
 struct Smuggler;
 
@@ -33,22 +33,20 @@ impl GuestTransform for Dialer {
         // One output per record: what the dial answered for its bytes.
         let mut answer = OutputBatch {
             data: Vec::new(),
-            outputs: Vec::new(),
-            strings: Vec::new(),
-            metadata: Vec::new(),
-            results: Vec::new(),
+            index: Vec::new(),
         };
-        let mut start = 0;
-        for r in &batch.records {
-            let bytes = &batch.data[start as usize..r.end as usize];
-            start = r.end;
-            let reply = test::smuggler::dial::dial(&String::from_utf8_lossy(bytes));
+        // Each record is nine words and four per metadata entry.
+        let mut at = 0;
+        while at < batch.index.len() {
+            let (start, len) = (batch.index[at] as usize, batch.index[at + 1] as usize);
+            at += 9 + 4 * batch.index[at + 8] as usize;
+            let reply = test::smuggler::dial::dial(&String::from_utf8_lossy(
+                &batch.data[start..start + len],
+            ));
+            // One output, with no route and no metadata.
+            let data = [answer.data.len() as u32, reply.len() as u32];
+            answer.index.extend([1, data[0], data[1], u32::MAX, 0, 0]);
             answer.data.extend_from_slice(reply.as_bytes());
-            answer.outputs.push(OutputRecord {
-                end: answer.data.len() as u32,
-                route: None,
-            });
-            answer.results.push(Ok(1));
         }
         answer
     }
