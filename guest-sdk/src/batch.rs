@@ -33,7 +33,8 @@ pub(crate) fn run<T: Transform>(
     let wit::InputBatch { data, index } = batch;
     let bytes = |start: u32, len: u32| -> &[u8] {
         let (start, len) = (start as usize, len as usize);
-        data.get(start..start + len).unwrap_or_else(|| {
+        let end = start.checked_add(len);
+        end.and_then(|end| data.get(start..end)).unwrap_or_else(|| {
             panic!(
                 "sluice host bug: span {start}+{len} is outside the call's {} bytes",
                 data.len()
@@ -74,7 +75,8 @@ pub(crate) fn run<T: Transform>(
     };
     while let Some(start) = words.0.next() {
         let [len, source, source_len, time, time_len, route, route_len, n] = words.take();
-        let mut meta = Vec::with_capacity(n as usize);
+        // Never more than the index has words for, whatever `n` says.
+        let mut meta = Vec::with_capacity((n as usize).min(words.0.len() / 4));
         for _ in 0..n {
             let [k, k_len, v, v_len] = words.take();
             meta.push((text(k, k_len), text(v, v_len)));

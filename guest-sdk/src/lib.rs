@@ -199,7 +199,7 @@ macro_rules! export {
         }
 
         // Only a wasm build exports the canonical-ABI symbols: their names
-        // (`sluice:transform/transformer@0.2.0#…`) are not valid symbols in
+        // (`sluice:transform/transformer@0.3.0#…`) are not valid symbols in
         // a native shared library, and natively the rlib is what tests use.
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_transform_world!(

@@ -368,4 +368,66 @@ mod tests {
             "the error of record 1 is not UTF-8"
         );
     }
+
+    /// Any answer, however corrupted, gives records' results or a reason,
+    /// never a panic: words and bytes of a valid answer changed at random
+    /// (to small numbers, to `NONE`, to anything), words dropped and added.
+    #[test]
+    fn a_corrupted_answer_never_panics() {
+        // xorshift64*, seeded: the same cases on every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let (mut refused, mut accepted) = (0, 0);
+        for _ in 0..20_000 {
+            let mut a = answer();
+            for _ in 0..1 + rand() % 3 {
+                let r = rand();
+                let at = (r >> 8) as usize;
+                match r % 5 {
+                    0 => {
+                        let i = at % a.index.len();
+                        a.index[i] = (rand() % 24) as u32;
+                    }
+                    1 => {
+                        let i = at % a.index.len();
+                        a.index[i] = [NONE, NONE - 1, rand() as u32][(rand() % 3) as usize];
+                    }
+                    2 => {
+                        let i = at % a.data.len();
+                        a.data[i] = rand() as u8;
+                    }
+                    3 => {
+                        a.index.truncate(at % (a.index.len() + 1));
+                    }
+                    _ => a
+                        .index
+                        .insert(at % (a.index.len() + 1), (rand() % 10) as u32),
+                }
+                if a.index.is_empty() {
+                    a.index.push(0);
+                }
+            }
+            match unpack(a, 3) {
+                Ok(results) => {
+                    assert_eq!(results.len(), 3);
+                    accepted += 1;
+                }
+                Err(reason) => {
+                    assert!(!reason.is_empty());
+                    refused += 1;
+                }
+            }
+        }
+        // Both kinds of outcome were reached, so the cases were not all
+        // trivially refused.
+        assert!(
+            refused > 1000 && accepted > 100,
+            "{refused} refused, {accepted} accepted"
+        );
+    }
 }
