@@ -623,7 +623,6 @@ macro_rules! log_host {
             }
         }
 
-
         impl contract::$version::sluice::transform::types::Host for HostState {}
     )*};
 }

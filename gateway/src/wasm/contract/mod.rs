@@ -2,8 +2,8 @@
 //! record type.
 //!
 //! - `sluice:transform@0.3.0` (`guest-sdk/wit/transform.wit`), what the SDK
-//!   builds: a call crosses as one byte list and one list of fixed-size
-//!   entries that point into it, each way ([`v0_3`]).
+//!   builds: a call crosses as a byte list and a list of `u32` words saying
+//!   where each record and string is in it, each way ([`v0_3`]).
 //! - `sluice:transform@0.2.0` (`gateway/wit/transform-0.2.0`): one byte
 //!   list, an entry per record and a table of strings ([`v0_2`]).
 //! - `sluice:transform@0.1.0` (`gateway/wit/transform-0.1.0`): one value
