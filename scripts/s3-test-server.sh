@@ -115,6 +115,12 @@ mon max pg per osd = 1000
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 osd crush chooseleaf type = 0
+# The OSD joins the CRUSH map by our own \`ceph osd crush add\` (mon_cmd,
+# below), not by the commands it sends the monitor as it starts: those may go
+# out before its monitor client has the cluster's fsid (see mon_cmd), and an
+# OSD start has no retry for them.
+osd crush update on start = false
+osd class update on start = false
 osd objectstore = memstore
 memstore device bytes = 2147483648
 run dir = $D/run
@@ -132,6 +138,22 @@ rgw crypt require ssl = false
 rgw dns name = localhost
 CONF
 C="-c $D/ceph.conf"
+# A Ceph client (the CLI, an OSD) that fetched the monitor addresses first
+# sends its first commands with a zero fsid until the monitor's map reaches
+# it, and the monitor refuses them: "handle_command on fsid 00000000-... != ..."
+# in its log, "wrong fsid" or "problem getting command descriptions" here. On a
+# fast machine that race is lost often, so every command is retried; each one
+# below is idempotent.
+mon_cmd() {
+  local out i
+  for i in $(seq 1 20); do
+    if out="$(timeout 10 ceph $C "$@" 2>&1)"; then return 0; fi
+    sleep 0.25
+  done
+  echo "ceph $* failed 20 times; last: $out" >&2
+  grep -h "handle_command on fsid" "$D/log/mon.a.log" | tail -n 3 >&2 || true
+  return 1
+}
 ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
 monmaptool --create --add a v1:127.0.0.1:$MON_PORT --fsid "$FSID" "$D/monmap" >/dev/null
 ceph-mon $C --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring"
@@ -144,14 +166,22 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 [ -n "$mon_ok" ] || { echo "ceph-mon did not answer on 127.0.0.1:$MON_PORT with fsid $FSID" >&2; tail -n 20 "$D/log/mon.a.log" >&2 || true; exit 1; }
-ceph-osd $C -i 0 --mkfs >"$D/log/osd-mkfs.out" 2>&1
-ceph $C osd create "$(cat "$D/osd/ceph-0/fsid")" 0 >/dev/null
+# The OSD's own uuid, given: memstore's mkfs would leave it zero.
+OSD_UUID=$(cat /proc/sys/kernel/random/uuid)
+ceph-osd $C -i 0 --mkfs --osd-uuid "$OSD_UUID" >"$D/log/osd-mkfs.out" 2>&1
+mon_cmd osd create "$OSD_UUID" 0
+mon_cmd osd crush add osd.0 1.0 root=default host=sluice-test
 started=""
-for _ in 1 2 3; do
-  if ceph-osd $C -i 0 --pid-file "$D/run/osd.pid" >"$D/log/osd-start.out" 2>&1; then started=1; break; fi
+for i in 1 2 3; do
+  if ceph-osd $C -i 0 --pid-file "$D/run/osd.pid" >"$D/log/osd-start-$i.out" 2>&1; then started=1; break; fi
   sleep 1
 done
-[ -n "$started" ] || { echo "ceph-osd did not start:" >&2; cat "$D/log/osd-start.out" >&2; exit 1; }
+if [ -z "$started" ]; then
+  echo "ceph-osd did not start; what each of the three starts printed, then what the monitor refused:" >&2
+  cat "$D"/log/osd-start-*.out >&2
+  grep -h "handle_command on fsid\|preprocess_boot" "$D/log/mon.a.log" | tail -n 10 >&2 || true
+  exit 1
+fi
 radosgw $C -n client.rgw.test --pid-file "$D/run/rgw.pid"
 up=""
 for _ in $(seq 1 120); do
