@@ -12,6 +12,7 @@ use crate::config::{Config, FailPolicy, PipelineConfig, Secret, config_value_str
 use crate::metrics::{BatchCounts, Metrics};
 use crate::spool::NewRow;
 use crate::wasm::{InputRecord, TransformComponent, WasmError, WasmHost, Worker, error_kind_str};
+use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -111,7 +112,10 @@ pub struct PreparedSwap {
 struct Item {
     /// Index into the pipeline's input, for the original bytes.
     origin: usize,
-    data: Vec<u8>,
+    /// Its bytes: a copy of the input at first, then a slice of the answer
+    /// of the step that emitted it (see `OutputRecord`), which the next step
+    /// and the spool read in place.
+    data: Bytes,
     route: Option<String>,
     metadata: Vec<(String, String)>,
 }
@@ -435,9 +439,13 @@ impl Pipeline {
         records: &[Vec<u8>],
         received_at_ms: i64,
     ) -> Result<Vec<NewRow>, PipelineError> {
-        let received_at = chrono::DateTime::from_timestamp_millis(received_at_ms)
+        let received_at: Arc<str> = chrono::DateTime::from_timestamp_millis(received_at_ms)
             .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into();
+        // This call's own copy of the name: every record's input shares it,
+        // and a call on another worker thread counts references on its own.
+        let source: Arc<str> = Arc::from(&*self.source);
         let mut rows = Vec::with_capacity(records.len());
         let (current, mut workers) = self.checkout()?;
         let mut dead = 0;
@@ -448,7 +456,7 @@ impl Pipeline {
                 .enumerate()
                 .map(|(i, data)| Item {
                     origin: base + i,
-                    data: data.clone(),
+                    data: Bytes::copy_from_slice(data),
                     route: None,
                     metadata: Vec::new(),
                 })
@@ -461,14 +469,7 @@ impl Pipeline {
                 };
                 let mut next = Vec::with_capacity(items.len());
                 let mut failed = Vec::new();
-                run_step(
-                    worker,
-                    &self.source,
-                    &received_at,
-                    items,
-                    &mut next,
-                    &mut failed,
-                );
+                run_step(worker, &source, &received_at, items, &mut next, &mut failed);
                 for (item, error) in failed {
                     counts.errors += 1;
                     self.metrics.transform_failed(
@@ -543,7 +544,10 @@ impl Pipeline {
             route: DEAD_LETTER_ROUTE.into(),
             source: self.source.clone(),
             received_at_ms,
-            data: serde_json::Value::Object(doc).to_string().into_bytes(),
+            data: serde_json::Value::Object(doc)
+                .to_string()
+                .into_bytes()
+                .into(),
         }
     }
 }
@@ -752,8 +756,8 @@ fn policy_str(p: FailPolicy) -> &'static str {
 /// output), failures to `failed` with their error message.
 fn run_step(
     worker: &mut Worker,
-    source: &str,
-    received_at: &str,
+    source: &Arc<str>,
+    received_at: &Arc<str>,
     items: Vec<Item>,
     next: &mut Vec<Item>,
     failed: &mut Vec<(Item, String)>,
@@ -766,8 +770,8 @@ fn run_step(
         .into_iter()
         .map(|item| InputRecord {
             data: item.data,
-            source: source.to_string(),
-            received_at: received_at.to_string(),
+            source: source.clone(),
+            received_at: received_at.clone(),
             route: item.route,
             metadata: item.metadata,
         })

@@ -47,8 +47,9 @@ pub struct NewRow {
     pub source: Arc<str>,
     /// When sluice received it, Unix milliseconds.
     pub received_at_ms: i64,
-    /// The encoded record.
-    pub data: Vec<u8>,
+    /// The encoded record (shared with the transform's answer it came
+    /// from: the spool only reads it).
+    pub data: bytes::Bytes,
 }
 
 /// Spool failures.

@@ -7,7 +7,7 @@ fn row(sink: &str, data: &str) -> NewRow {
         route: "r".into(),
         source: "s".into(),
         received_at_ms: 1,
-        data: data.as_bytes().to_vec(),
+        data: bytes::Bytes::copy_from_slice(data.as_bytes()),
     }
 }
 

@@ -690,9 +690,9 @@ pub fn input_record(
     route: Option<String>,
 ) -> InputRecord {
     InputRecord {
-        data,
-        source: source.to_string(),
-        received_at: received_at.to_string(),
+        data: data.into(),
+        source: source.into(),
+        received_at: received_at.into(),
         route,
         metadata: Vec::new(),
     }

@@ -14,6 +14,9 @@
 //! [`OutputRecord`] and [`RecordError`]; [`Pre::new`] picks the version by
 //! what the component exports, preferring the newest.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use wasmtime::Store;
 use wasmtime::component::{InstancePre, ResourceAny};
 
@@ -24,14 +27,19 @@ pub(super) mod v0_2;
 pub(super) mod v0_3;
 
 /// One record going into a transform.
+///
+/// Its bytes and strings are shared, not copied: a record's bytes go from
+/// one step of a pipeline to the next and into the spool as the same
+/// buffer, and the records of a call share one source and receive time.
+/// A call copies them once, into the buffer it hands the component.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputRecord {
     /// The raw bytes as received.
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// The name of the source that received it.
-    pub source: String,
+    pub source: Arc<str>,
     /// When it was received, RFC 3339 UTC.
-    pub received_at: String,
+    pub received_at: Arc<str>,
     /// The route assigned so far, if any.
     pub route: Option<String>,
     /// Further string metadata.
@@ -41,8 +49,10 @@ pub struct InputRecord {
 /// One record a transform emitted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputRecord {
-    /// The bytes to deliver.
-    pub data: Vec<u8>,
+    /// The bytes to deliver: for contracts 0.2.0 and 0.3.0 a slice of the
+    /// call's answer, which all of its outputs share instead of each
+    /// copying its part out.
+    pub data: Bytes,
     /// The route; `None` keeps the input's.
     pub route: Option<String>,
     /// Metadata to attach (added to, and overriding, the input's).
@@ -240,7 +250,7 @@ mod tests {
 
     fn record(data: &str, route: Option<&str>, metadata: &[(&str, &str)]) -> InputRecord {
         InputRecord {
-            data: data.into(),
+            data: Bytes::copy_from_slice(data.as_bytes()),
             source: "src-a".into(),
             received_at: "2026-12-02T06:00:00.000000001Z".into(),
             route: route.map(String::from),
@@ -287,7 +297,7 @@ mod tests {
         assert_eq!(
             ours[0],
             Ok(vec![OutputRecord {
-                data: br#"data="plain 0" source="src-a" received_at="2026-12-02T06:00:00.000000001Z" route=None metadata=[]"#.to_vec(),
+                data: br#"data="plain 0" source="src-a" received_at="2026-12-02T06:00:00.000000001Z" route=None metadata=[]"#.to_vec().into(),
                 route: None,
                 metadata: vec![("seen".into(), "7".into())],
             }])
@@ -302,10 +312,11 @@ mod tests {
         assert_eq!(ours[2], Ok(vec![]));
         let many = ours[3].as_ref().unwrap();
         assert_eq!(many.len(), 3);
-        assert_eq!(many[2].data, b"2 of 3");
+        assert_eq!(many[2].data, &b"2 of 3"[..]);
         assert_eq!(many[2].route.as_deref(), Some("probe.2"));
         assert_eq!(many[2].metadata, [("k".to_string(), "2".to_string())]);
-        let text = |i: usize| String::from_utf8(ours[i].as_ref().unwrap()[0].data.clone()).unwrap();
+        let text =
+            |i: usize| String::from_utf8(ours[i].as_ref().unwrap()[0].data.to_vec()).unwrap();
         assert!(
             text(4).ends_with(
                 r#"route=Some("r.in") metadata=[("k", "v"), ("k", "v4"), ("other", "")]"#

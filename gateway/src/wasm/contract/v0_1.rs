@@ -13,9 +13,9 @@ use super::{ErrorKind, InputRecord, OutputRecord, RecordError, RecordResult};
 /// `r` as a 0.1.0 input.
 pub(super) fn input(r: &InputRecord) -> wit::InputRecord {
     wit::InputRecord {
-        data: r.data.clone(),
-        source: r.source.clone(),
-        received_at: r.received_at.clone(),
+        data: r.data.to_vec(),
+        source: r.source.to_string(),
+        received_at: r.received_at.to_string(),
         route: r.route.clone(),
         metadata: r.metadata.clone(),
     }
@@ -27,7 +27,7 @@ pub(super) fn result(r: wit::RecordResult) -> RecordResult {
         Ok(outputs) => Ok(outputs
             .into_iter()
             .map(|o| OutputRecord {
-                data: o.data,
+                data: o.data.into(),
                 route: o.route,
                 metadata: o.metadata,
             })

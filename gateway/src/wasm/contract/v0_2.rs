@@ -93,6 +93,8 @@ pub(super) fn unpack(
     if results.len() != records {
         return Err(wrong_count(results.len(), records));
     }
+    // The outputs are slices of this one buffer (see `OutputRecord`).
+    let data = bytes::Bytes::from(data);
     let listed: u64 = results
         .iter()
         .map(|r| r.as_ref().map_or(0, |&n| u64::from(n)))
@@ -140,7 +142,7 @@ pub(super) fn unpack(
                 meta.push((string(m.key)?, string(m.value)?));
             }
             emitted.push(OutputRecord {
-                data: data[start..end].to_vec(),
+                data: data.slice(start..end),
                 route: o.route.map(string).transpose()?,
                 metadata: meta,
             });
@@ -212,7 +214,7 @@ mod tests {
     #[test]
     fn a_broken_answer_is_refused_with_a_reason() {
         let ok = unpack(answer(), 3).unwrap();
-        assert_eq!(ok[0].as_ref().unwrap()[0].data, b"ab");
+        assert_eq!(ok[0].as_ref().unwrap()[0].data, &b"ab"[..]);
         assert_eq!(ok[0].as_ref().unwrap()[0].route.as_deref(), Some("r"));
         assert_eq!(ok[1].as_ref().unwrap_err().kind, ErrorKind::Internal);
         let last = &ok[2].as_ref().unwrap()[0];

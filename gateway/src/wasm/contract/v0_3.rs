@@ -138,10 +138,12 @@ impl<'a> Words<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| format!("{} is not UTF-8", what()))
     }
 
-    /// The bytes of the span that comes next.
-    fn bytes(&mut self, what: &dyn Fn() -> String) -> Result<&'a [u8], String> {
+    /// The range of `data` that the span that comes next names.
+    fn range(&mut self, what: &dyn Fn() -> String) -> Result<std::ops::Range<usize>, String> {
         let span = self.take(what)?;
-        self.bytes_at(span, what)
+        let len = self.bytes_at(span, what)?.len();
+        let start = span[0] as usize;
+        Ok(start..start + len)
     }
 
     /// The string of the span that comes next.
@@ -165,9 +167,11 @@ pub(super) fn unpack(
     answer: wit::OutputBatch,
     records: usize,
 ) -> Result<Vec<RecordResult>, String> {
+    // The outputs are slices of this one buffer (see `OutputRecord`).
+    let data = bytes::Bytes::from(answer.data);
     let mut w = Words {
         words: answer.index.iter(),
-        data: &answer.data,
+        data: &data,
     };
     let mut answers = Vec::with_capacity(records);
     // Outputs so far, to name them in errors.
@@ -204,7 +208,7 @@ pub(super) fn unpack(
         let mut emitted = Vec::with_capacity(head as usize);
         for _ in 0..head {
             let what = || format!("output {k}");
-            let data = w.bytes(&what)?.to_vec();
+            let slice = data.slice(w.range(&what)?);
             let route = w.optional_text(&|| format!("the route of output {k}"))?;
             let [n] = w.take(&what)?;
             let what = || format!("a metadata entry of output {k}");
@@ -218,7 +222,7 @@ pub(super) fn unpack(
                 metadata.push((w.text(&what)?, w.text(&what)?));
             }
             emitted.push(OutputRecord {
-                data,
+                data: slice,
                 route,
                 metadata,
             });
@@ -253,7 +257,7 @@ mod tests {
     #[test]
     fn a_batch_packs_records_and_shared_strings() {
         let record = |data: &str, route: Option<&str>, metadata: &[(&str, &str)]| InputRecord {
-            data: data.into(),
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
             source: "s".into(),
             received_at: "t".into(),
             route: route.map(String::from),
