@@ -145,8 +145,8 @@ C="-c $D/ceph.conf"
 # fast machine that race is lost often, so every command is retried; each one
 # below is idempotent.
 mon_cmd() {
-  local out i
-  for i in $(seq 1 20); do
+  local out
+  for _ in $(seq 1 20); do
     if out="$(timeout 10 ceph $C "$@" 2>&1)"; then return 0; fi
     sleep 0.25
   done

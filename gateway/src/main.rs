@@ -498,11 +498,28 @@ fn run_gateway(path: &std::path::Path) -> ExitCode {
     // The handlers are installed before anything starts, so a SIGTERM that
     // comes while sluice starts (or just after it said it was listening)
     // is a graceful stop, never the default action's abrupt exit.
-    let _in_runtime = runtime.enter();
-    match runtime.block_on(sluice::commands::run::run(config, shutdown_signal())) {
+    let in_runtime = runtime.enter();
+    let result = runtime.block_on(sluice::commands::run::run(config, shutdown_signal()));
+    drop(in_runtime);
+    leave_running(runtime);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.into()),
     }
+}
+
+/// Ends a command that ran sinks without shutting its runtime down.
+///
+/// An upload still under way when the sinks stop is left on a thread of its
+/// own (`sinks::delivery`): its object stays recorded and is uploaded again
+/// at the next start. That thread still uses this runtime's sockets and
+/// timers, and shutting the runtime down under it made its next timer panic
+/// ("A Tokio 1.x context was found, but it is being shutdown") into the log
+/// of a clean stop. The process exits right after, which ends the thread
+/// with the rest, so the runtime is simply left running. Nothing of the
+/// spool depends on it: the sinks and the spool have stopped by then.
+fn leave_running(runtime: tokio::runtime::Runtime) {
+    std::mem::forget(runtime);
 }
 
 fn run_backfill(
@@ -517,7 +534,7 @@ fn run_backfill(
         Err(code) => return code,
     };
     // shutdown_signal() installs its handlers in this runtime.
-    let _in_runtime = runtime.enter();
+    let in_runtime = runtime.enter();
     if sluice::spool::lock::StateLock::held(&config.state_dir()) {
         let target = match backfill::gateway_target(&config) {
             Ok(t) => t,
@@ -559,6 +576,8 @@ fn run_backfill(
         until,
         shutdown_signal(),
     ));
+    drop(in_runtime);
+    leave_running(runtime);
     match result {
         Ok(s) => {
             say(format_args!(
